@@ -1,0 +1,509 @@
+/**
+ * FIFO plumbing shared by the ProcessIO layers: libc `mkfifo` through koffi,
+ * non-blocking opens wrapped in `net.Socket`, a byte-bounded chunk queue, and
+ * the lifecycle state machine of a `DirectIO`.
+ *
+ * @internal
+ */
+import * as Fs from "node:fs"
+import { createRequire } from "node:module"
+import * as Net from "node:net"
+import * as Util from "node:util"
+import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import { type ContainerdError, System } from "../errors/ContainerdError.js"
+import type { DirectIO, FifoSet, Stdin } from "../services/ProcessIO.js"
+
+// ---------------------------------------------------------------------------
+// errors
+
+const describe = (u: unknown): string => {
+  if (u instanceof Error) return u.message
+  return String(u)
+}
+
+/** A `System` error naming the operation and the path. */
+export const fsError = (op: string, path: string, cause: unknown): System =>
+  new System({ message: `${op} ${path}: ${describe(cause)}`, cause })
+
+const errnoError = (op: string, path: string, errno: number): System => {
+  const entry = Util.getSystemErrorMap().get(-errno)
+  const text = entry === undefined ? `errno ${errno}` : `${entry[0]} (${entry[1]})`
+  const cause = Object.assign(new Error(text), { errno: -errno, code: entry?.[0], syscall: op, path })
+  return new System({ message: `${op} ${path}: ${text}`, cause })
+}
+
+// ---------------------------------------------------------------------------
+// making and removing FIFOs
+
+interface Libc {
+  readonly mkfifo: (path: string, mode: number) => number
+  readonly errno: () => number
+}
+
+let libc: Libc | undefined
+
+/** libc's `mkfifo` through koffi, loaded on first use (the in-memory layer never loads it). */
+const loadLibc = (): Libc => {
+  if (libc !== undefined) return libc
+  const require = createRequire(import.meta.url)
+  const koffi = require("koffi") as typeof import("koffi")
+  let lib: ReturnType<typeof koffi.load>
+  try {
+    lib = koffi.load("libc.so.6")
+  } catch {
+    lib = koffi.load("libc.so")
+  }
+  const mkfifo = lib.func("int mkfifo(const char *path, uint32_t mode)") as (
+    path: string,
+    mode: number,
+  ) => number
+  libc = { mkfifo, errno: () => koffi.errno() }
+  return libc
+}
+
+const EEXIST = 17
+
+/** Makes (or reuses, when a FIFO is already there) one FIFO with mode 0700, owned by uid/gid when given. */
+const makeFifo = (path: string, uid: number | undefined, gid: number | undefined): void => {
+  const c = loadLibc()
+  let made = true
+  if (c.mkfifo(path, 0o700) !== 0) {
+    const errno = c.errno()
+    if (errno !== EEXIST) throw errnoError("mkfifo", path, errno)
+    if (!Fs.lstatSync(path).isFIFO())
+      throw new System({ message: `mkfifo ${path}: exists and is not a FIFO` })
+    made = false
+  }
+  let op = "chmod"
+  try {
+    // mkfifo's mode is filtered by the umask; 0700 is what containerd's cio uses.
+    Fs.chmodSync(path, 0o700)
+    op = "chown"
+    if (uid !== undefined || gid !== undefined) Fs.lchownSync(path, uid ?? -1, gid ?? -1)
+  } catch (cause) {
+    if (made) removeFifosSync([path])
+    throw fsError(op, path, cause)
+  }
+}
+
+/** Makes every FIFO of a set, all or none: on a failure the ones already made are removed. */
+export const makeFifos = (
+  paths: ReadonlyArray<string>,
+  uid: number | undefined,
+  gid: number | undefined,
+): Effect.Effect<void, System> =>
+  Effect.suspend(() => {
+    const made: Array<string> = []
+    for (const path of paths) {
+      try {
+        makeFifo(path, uid, gid)
+        made.push(path)
+      } catch (cause) {
+        removeFifosSync(made)
+        return Effect.fail(cause instanceof System ? cause : fsError("mkfifo", path, cause))
+      }
+    }
+    return Effect.void
+  })
+
+const removeFifosSync = (paths: ReadonlyArray<string>): void => {
+  for (const path of paths) {
+    try {
+      Fs.unlinkSync(path)
+    } catch {
+      // already gone, or the bundle dir went first
+    }
+  }
+}
+
+/** Removes the FIFO files of a set; missing files are fine. */
+export const removeFifos = (paths: ReadonlyArray<string>): Effect.Effect<void> =>
+  Effect.sync(() => removeFifosSync(paths))
+
+// ---------------------------------------------------------------------------
+// a byte-bounded queue of whole chunks
+
+/**
+ * Single-consumer queue of chunks, bounded in bytes. `push` never copies nor
+ * blocks and reports whether the producer should pause; `take` hands over every
+ * queued chunk at once and calls `onSpace` so the producer can resume.
+ */
+export class ChunkQueue {
+  private chunks: Array<Uint8Array> = []
+  private bytes = 0
+  private done = false
+  private failure: ContainerdError | undefined
+  private takers: Array<() => void> = []
+  private spaceWaiters: Array<() => void> = []
+
+  constructor(
+    readonly capacity: number,
+    private readonly onSpace: () => void = () => {},
+  ) {}
+
+  /** Whether the queue has ended (chunks may still be queued). */
+  get ended(): boolean {
+    return this.done
+  }
+
+  /** Queues a chunk (dropped after the end); false when the producer should pause. */
+  push(chunk: Uint8Array): boolean {
+    if (this.done) return true
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.bytes += chunk.length
+      this.wake()
+    }
+    return this.bytes < this.capacity
+  }
+
+  /** Ends the queue: the consumer gets what is queued, then the end (or the failure). */
+  end(failure?: ContainerdError): void {
+    if (this.done) return
+    this.done = true
+    this.failure = failure
+    this.wake()
+    this.space()
+  }
+
+  /** Every queued chunk, waiting for one; fails with `None` at the end. */
+  readonly take: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ContainerdError>> = Effect.suspend(
+    () => {
+      if (this.chunks.length > 0) {
+        const out = this.chunks
+        this.chunks = []
+        this.bytes = 0
+        this.space()
+        return Effect.succeed(Chunk.unsafeFromArray(out))
+      }
+      if (this.done)
+        return Effect.fail(this.failure === undefined ? Option.none() : Option.some(this.failure))
+      return Effect.async<Chunk.Chunk<Uint8Array>, Option.Option<ContainerdError>>((resume) => {
+        const wake = () => resume(this.take)
+        this.takers.push(wake)
+        return Effect.sync(() => {
+          this.takers = this.takers.filter((w) => w !== wake)
+        })
+      })
+    },
+  )
+
+  /** Waits until the queue is below capacity or ended. */
+  readonly awaitSpace: Effect.Effect<void> = Effect.suspend(() =>
+    this.bytes < this.capacity || this.done
+      ? Effect.void
+      : Effect.async<void>((resume) => {
+          const wake = () => resume(this.awaitSpace)
+          this.spaceWaiters.push(wake)
+          return Effect.sync(() => {
+            this.spaceWaiters = this.spaceWaiters.filter((w) => w !== wake)
+          })
+        }),
+  )
+
+  /** Queues a chunk, then waits for space: what a writer into a full pipe does. */
+  offer(chunk: Uint8Array): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      this.push(chunk)
+      return this.awaitSpace
+    })
+  }
+
+  private wake(): void {
+    const takers = this.takers
+    if (takers.length === 0) return
+    this.takers = []
+    for (const wake of takers) wake()
+  }
+
+  private space(): void {
+    this.onSpace()
+    const waiters = this.spaceWaiters
+    if (waiters.length === 0) return
+    this.spaceWaiters = []
+    for (const wake of waiters) wake()
+  }
+}
+
+// ---------------------------------------------------------------------------
+// the client's ends of one process's pipes
+
+/** The client's read end of stdout or stderr. */
+export interface OutputEnd {
+  /** Every queued chunk (for `Stream.repeatEffectChunkOption`). */
+  readonly take: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ContainerdError>>
+  /** Completes when the last writer closed (EOF), or when the end was closed. */
+  readonly eof: Effect.Effect<void>
+  /** Closes the end now; chunks already queued stay readable, then the stream ends. Idempotent. */
+  readonly close: Effect.Effect<void>
+}
+
+/** The client's write end of stdin. */
+export interface InputEnd {
+  /** Writes one chunk; waits while the write buffer is over its bound. */
+  readonly write: (chunk: Uint8Array) => Effect.Effect<void, ContainerdError>
+  /** Flushes what is buffered, then closes. */
+  readonly end: Effect.Effect<void>
+  /** Closes now, dropping unflushed bytes. Idempotent. */
+  readonly close: Effect.Effect<void>
+}
+
+const openFifoFd = (path: string, flags: number): number => {
+  const fd = Fs.openSync(path, flags)
+  try {
+    if (!Fs.fstatSync(fd).isFIFO()) throw new Error("not a FIFO")
+  } catch (cause) {
+    Fs.closeSync(fd)
+    throw cause
+  }
+  return fd
+}
+
+const openSocket = (path: string, flags: number, readable: boolean): Effect.Effect<Net.Socket, System> =>
+  Effect.suspend(() => {
+    let fd: number
+    try {
+      fd = openFifoFd(path, flags)
+    } catch (cause) {
+      return Effect.fail(fsError("open", path, cause))
+    }
+    try {
+      return Effect.succeed(new Net.Socket({ fd, readable, writable: !readable }))
+    } catch (cause) {
+      Fs.closeSync(fd)
+      return Effect.fail(fsError("open", path, cause))
+    }
+  })
+
+const closedSignal = (socket: Net.Socket): Deferred.Deferred<void> => {
+  const closed = Deferred.unsafeMake<void>(FiberId.none)
+  socket.once("close", () => Deferred.unsafeDone(closed, Exit.void))
+  return closed
+}
+
+/**
+ * Opens a read end `O_RDONLY|O_NONBLOCK` (returns at once, parks no thread) as a `net.Socket`: epoll reports
+ * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. Chunks move
+ * as the Buffers libuv read; the socket is paused while `capacity` bytes wait for the consumer.
+ */
+export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
+  Effect.map(openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, true), (socket) => {
+    const closed = closedSignal(socket)
+    const eof = Deferred.unsafeMake<void>(FiberId.none)
+    const queue = new ChunkQueue(capacity, () => {
+      if (socket.isPaused() && !socket.destroyed) socket.resume()
+    })
+    socket.on("data", (chunk: Buffer) => {
+      if (!queue.push(chunk)) socket.pause()
+    })
+    socket.once("end", () => {
+      queue.end()
+      Deferred.unsafeDone(eof, Exit.void)
+    })
+    socket.on("error", (cause) => queue.end(fsError("read", path, cause)))
+    socket.once("close", () => {
+      queue.end()
+      Deferred.unsafeDone(eof, Exit.void)
+    })
+    return {
+      take: queue.take,
+      eof: Deferred.await(eof),
+      close: Effect.zipRight(
+        Effect.sync(() => socket.destroy()),
+        Deferred.await(closed),
+      ),
+    }
+  })
+
+/**
+ * Opens stdin's write end `O_RDWR|O_NONBLOCK` (never blocks, works before the process exists) as a `net.Socket`.
+ * `write` resolves once the socket took the chunk, or after `drain` when its buffer is over the bound.
+ */
+export const openWriter = (path: string): Effect.Effect<InputEnd, System> =>
+  Effect.map(openSocket(path, Fs.constants.O_RDWR | Fs.constants.O_NONBLOCK, false), (socket) => {
+    const closed = closedSignal(socket)
+    let failure: System | undefined
+    socket.on("error", (cause) => {
+      failure ??= fsError("write", path, cause)
+    })
+    const closedError = () => failure ?? new System({ message: `write ${path}: stdin is closed` })
+    const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
+      Effect.async<void, ContainerdError>((resume) => {
+        if (socket.destroyed || socket.writableEnded) return resume(Effect.fail(closedError()))
+        if (chunk.length === 0 || socket.write(chunk)) return resume(Effect.void)
+        const onDrain = () => {
+          cleanup()
+          resume(Effect.void)
+        }
+        const onClose = () => {
+          cleanup()
+          resume(Effect.fail(closedError()))
+        }
+        const cleanup = () => {
+          socket.off("drain", onDrain)
+          socket.off("close", onClose)
+        }
+        socket.on("drain", onDrain)
+        socket.on("close", onClose)
+        return Effect.sync(cleanup)
+      })
+    return {
+      write,
+      end: Effect.zipRight(
+        Effect.sync(() => {
+          if (!socket.destroyed) socket.end()
+        }),
+        Deferred.await(closed),
+      ),
+      close: Effect.zipRight(
+        Effect.sync(() => socket.destroy()),
+        Deferred.await(closed),
+      ),
+    }
+  })
+
+// ---------------------------------------------------------------------------
+// the DirectIO state machine, the same for every layer
+
+/** Who owns a set's files: a created, not yet deleted process keeps them past the client's scope. */
+export interface SetState {
+  created: boolean
+  deleted: boolean
+}
+
+/** Whether closing a scope must leave the set's files for a later re-attach. */
+export const retained = (state: SetState): boolean => state.created && !state.deleted
+
+/** What a layer hands `makeDirectIO`: the opened ends and how to remove the files. */
+export interface DirectIOParts {
+  readonly set: FifoSet
+  readonly state: SetState
+  readonly stdin: InputEnd | undefined
+  readonly stdout: OutputEnd
+  readonly stderr: OutputEnd | undefined
+  readonly drainTimeout: Duration.Duration
+  readonly remove: Effect.Effect<void>
+  readonly onStdinClose: Effect.Effect<void, ContainerdError> | undefined
+}
+
+const outputStream = (end: OutputEnd): Stream.Stream<Uint8Array, ContainerdError> =>
+  Stream.repeatEffectChunkOption(end.take)
+
+/**
+ * Builds a `DirectIO` over opened ends; its scope's close closes every end.
+ *
+ * Stdin close: `closeStdin` sets `requested`, `processCreated` sets `created`; each checks both in one synchronous
+ * step, so exactly one of them starts the hook, forked in the scope (an interrupted caller does not cancel it),
+ * and its result lands in a Deferred. Drain: a fiber waits for `markExited`, drops stdin, gives the outputs
+ * `drainTimeout` to reach EOF, then closes them.
+ */
+export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const { set, state, stdin, stdout, stderr } = parts
+    const scope = yield* Effect.scope
+    const outputs = stderr === undefined ? [stdout] : [stdout, stderr]
+    const exited = yield* Deferred.make<void>()
+    const hook = yield* Deferred.make<Effect.Effect<void, ContainerdError>>()
+    const stdinCloseDone = yield* Deferred.make<void, ContainerdError>()
+    if (parts.onStdinClose !== undefined) yield* Deferred.succeed(hook, parts.onStdinClose)
+    let hasExited = false
+    let closeRequested = false
+    let hookStarted = false
+
+    const closeOutputs = Effect.forEach(outputs, (end) => end.close, {
+      concurrency: "unbounded",
+      discard: true,
+    })
+    const closeAll = Effect.zipRight(closeOutputs, stdin === undefined ? Effect.void : stdin.close)
+    yield* Effect.addFinalizer(() => closeAll)
+
+    const allEof = Effect.forEach(outputs, (end) => end.eof, { concurrency: "unbounded", discard: true })
+    const markExited = Effect.suspend(() => {
+      hasExited = true
+      return Deferred.succeed(exited, undefined)
+    }).pipe(Effect.asVoid)
+    yield* Deferred.await(exited).pipe(
+      Effect.zipRight(stdin === undefined ? Effect.void : stdin.close),
+      Effect.zipRight(Effect.timeoutOption(allEof, parts.drainTimeout)),
+      Effect.zipRight(closeOutputs),
+      Effect.forkIn(scope),
+    )
+
+    const claimHook = (): boolean => {
+      if (!state.created || !closeRequested || hookStarted) return false
+      hookStarted = true
+      return true
+    }
+    const runHook = Deferred.await(hook).pipe(
+      Effect.flatten,
+      Effect.intoDeferred(stdinCloseDone),
+      Effect.forkIn(scope),
+      Effect.asVoid,
+    )
+
+    const closeStdin: Effect.Effect<void, ContainerdError> =
+      stdin === undefined
+        ? Effect.void
+        : Effect.gen(function* () {
+            yield* Effect.raceFirst(stdin.end, Deferred.await(exited)).pipe(Effect.ensuring(stdin.close))
+            closeRequested = true
+            const created = state.created
+            if (claimHook()) yield* runHook
+            if (created) yield* Deferred.await(stdinCloseDone)
+          })
+
+    const processCreated = Effect.suspend(() => {
+      state.created = true
+      return claimHook() ? runHook : Effect.void
+    })
+
+    const processDeleted = Effect.suspend(() => {
+      state.deleted = true
+      hasExited = true
+      return Deferred.succeed(exited, undefined).pipe(
+        Effect.zipRight(closeAll),
+        Effect.zipRight(parts.remove),
+      )
+    })
+
+    const exitedError = (path: string) => new System({ message: `write ${path}: the process has exited` })
+    const stdinApi: Stdin | undefined =
+      stdin === undefined || set.stdin === undefined
+        ? undefined
+        : (() => {
+            const path = set.stdin
+            const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
+              hasExited ? Effect.fail(exitedError(path)) : stdin.write(chunk)
+            return { write, sink: Sink.forEach(write), close: closeStdin }
+          })()
+
+    const io: { -readonly [K in keyof DirectIO]: DirectIO[K] } = {
+      set,
+      stdout: outputStream(stdout),
+      closeStdin,
+      onStdinClose: (h) => Effect.asVoid(Deferred.succeed(hook, h)),
+      stdinClosed: Deferred.await(stdinCloseDone),
+      processCreated,
+      markExited,
+      awaitDrained: allEof,
+      processDeleted,
+    }
+    if (stdinApi !== undefined) io.stdin = stdinApi
+    if (stderr !== undefined) io.stderr = outputStream(stderr)
+    return io
+  })
+
+/** `Duration` of a layer option, with a default. */
+export const durationOption = (
+  input: Duration.DurationInput | undefined,
+  fallback: Duration.DurationInput,
+): Duration.Duration => Duration.decode(input ?? fallback)

@@ -1,0 +1,353 @@
+/**
+ * `ProcessIO` over in-memory pipes, for tests of its consumers.
+ *
+ * It keeps the live layer's rules — the same layout, validation, ownership of
+ * files, lifecycle signals, drain bound and stdin close hook — with no file
+ * made on disk. The in-memory containerd plays the shim through
+ * `ProcessIOMemory`: `processSide(paths)` hands it the process's ends of a set
+ * (write stdout/stderr, read stdin, `closeIO`), found by the same path strings
+ * `Tasks.Create` receives.
+ *
+ * Pipe semantics follow the FIFOs: a writer waits while the reader's buffer is
+ * full or no reader is attached; the process sees stdin EOF only once the
+ * client closed its writer and `closeIO` came; writes into a removed set are
+ * dropped.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
+import { type ContainerdError, NotFound, System } from "../errors/ContainerdError.js"
+import {
+  ChunkQueue,
+  durationOption,
+  type InputEnd,
+  makeDirectIO,
+  type OutputEnd,
+  retained,
+  type SetState,
+} from "../internal/fifo.js"
+import {
+  type FifoSet,
+  fromPaths,
+  layout,
+  type OpenOptions,
+  ProcessIO,
+  paths as setPaths,
+} from "../services/ProcessIO.js"
+
+/** The process's end of its stdout or stderr. */
+export interface ProcessOutput {
+  /** Writes a chunk; waits while the client's buffer is full or no client is attached; dropped once closed or removed. */
+  readonly write: (chunk: Uint8Array) => Effect.Effect<void>
+  /** Closes the process's write end: the client's stream ends after what it has queued. */
+  readonly close: Effect.Effect<void>
+}
+
+/** The process's end of its stdin. */
+export interface ProcessInput {
+  /** What the client writes; ends once the client closed its writer and `closeIO` came. */
+  readonly read: Stream.Stream<Uint8Array>
+  /** What containerd's `CloseIO{stdin: true}` does: the shim closes its write end. */
+  readonly closeIO: Effect.Effect<void>
+}
+
+/** The process's side of a FIFO set: what the shim holds. */
+export interface ProcessSide {
+  readonly set: FifoSet
+  /** Completes once a client has opened the set's read ends (what `Tasks.Create` waits for). */
+  readonly opened: Effect.Effect<void>
+  readonly stdout: ProcessOutput
+  /** Absent with a terminal: write stderr bytes to `stdout`, as a pty merges them. */
+  readonly stderr: ProcessOutput | undefined
+  readonly stdin: ProcessInput | undefined
+  /** Closes stdout and stderr, as a process exiting with no child holding them does. */
+  readonly exit: Effect.Effect<void>
+}
+
+/** One in-memory FIFO file. */
+export interface MemoryFile {
+  readonly path: string
+  readonly uid: number | undefined
+  readonly gid: number | undefined
+}
+
+/** The shim's view of the in-memory layer. */
+export declare namespace ProcessIOMemory {
+  /** Access to the process sides of sets and to the files that exist. */
+  export interface Service {
+    /** The process side of the set whose stdout (or stdin/stderr) is at one of these paths. */
+    readonly processSide: (paths: {
+      readonly stdin?: string
+      readonly stdout?: string
+      readonly stderr?: string
+    }) => Effect.Effect<ProcessSide, NotFound>
+    /** Every in-memory FIFO that exists now. */
+    readonly files: Effect.Effect<ReadonlyArray<MemoryFile>>
+  }
+}
+
+/** The in-memory layer's shim-side handle, provided beside `ProcessIO` by `layer`. */
+export class ProcessIOMemory extends Context.Tag("effect-containerd/ProcessIOMemory")<
+  ProcessIOMemory,
+  ProcessIOMemory.Service
+>() {}
+
+/** Options of the in-memory layer. */
+export interface Options {
+  /** How long outputs may take to reach EOF after `markExited` (default 2 s). */
+  readonly drainTimeout?: Duration.DurationInput
+  /** Bytes a pipe holds before its writer waits (default 64 KiB, a Linux pipe's size). */
+  readonly highWaterMark?: number
+}
+
+const defaultDrainTimeout = Duration.seconds(2)
+
+const signal = (): Deferred.Deferred<void> => Deferred.unsafeMake<void>(FiberId.none)
+const fire = (d: Deferred.Deferred<void>) => Deferred.unsafeDone(d, Exit.void)
+
+/** A pipe from the process to the client. */
+class OutPipe {
+  private reader: { readonly queue: ChunkQueue; readonly eof: Deferred.Deferred<void> } | undefined
+  private attached = signal()
+  private writerClosed = false
+  private removed = false
+
+  constructor(private readonly capacity: number) {}
+
+  readonly write = (chunk: Uint8Array): Effect.Effect<void> =>
+    Effect.suspend((): Effect.Effect<void> => {
+      if (this.removed || this.writerClosed) return Effect.void
+      if (this.reader !== undefined) return this.reader.queue.offer(chunk)
+      return Effect.zipRight(Deferred.await(this.attached), this.write(chunk))
+    })
+
+  readonly closeWriter: Effect.Effect<void> = Effect.sync(() => {
+    this.writerClosed = true
+    if (this.reader !== undefined) {
+      this.reader.queue.end()
+      fire(this.reader.eof)
+    }
+  })
+
+  remove(): void {
+    this.removed = true
+    fire(this.attached)
+  }
+
+  attach(): OutputEnd {
+    const reader = { queue: new ChunkQueue(this.capacity), eof: signal() }
+    if (this.writerClosed) {
+      reader.queue.end()
+      fire(reader.eof)
+    }
+    this.reader = reader
+    const attached = this.attached
+    this.attached = signal()
+    fire(attached)
+    return {
+      take: reader.queue.take,
+      eof: Deferred.await(reader.eof),
+      close: Effect.sync(() => {
+        reader.queue.end()
+        fire(reader.eof)
+        if (this.reader === reader) this.reader = undefined
+      }),
+    }
+  }
+}
+
+/** A pipe from the client to the process. */
+class InPipe {
+  private readonly queue: ChunkQueue
+  private clientWriters = 0
+  private shimOpen = true
+  readonly read: Stream.Stream<Uint8Array>
+
+  constructor(capacity: number) {
+    this.queue = new ChunkQueue(capacity)
+    this.read = Stream.repeatEffectChunkOption(this.queue.take).pipe(Stream.catchAll(() => Stream.empty))
+  }
+
+  readonly closeIO: Effect.Effect<void> = Effect.sync(() => {
+    this.shimOpen = false
+    this.maybeEnd()
+  })
+
+  private maybeEnd(): void {
+    if (!this.shimOpen && this.clientWriters === 0) this.queue.end()
+  }
+
+  attach(path: string): InputEnd {
+    this.clientWriters += 1
+    const closed = signal()
+    let open = true
+    const close = Effect.sync(() => {
+      if (!open) return
+      open = false
+      fire(closed)
+      this.clientWriters -= 1
+      this.maybeEnd()
+    })
+    const closedError = () => new System({ message: `write ${path}: stdin is closed` })
+    const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
+      Effect.suspend(() => {
+        if (!open) return Effect.fail(closedError())
+        this.queue.push(chunk)
+        return Effect.raceFirst(
+          this.queue.awaitSpace,
+          Effect.zipRight(Deferred.await(closed), Effect.fail(closedError())),
+        )
+      })
+    return { write, end: close, close }
+  }
+}
+
+interface MemorySet {
+  readonly set: FifoSet
+  readonly stdin: InPipe | undefined
+  readonly stdout: OutPipe
+  readonly stderr: OutPipe | undefined
+  readonly opened: Deferred.Deferred<void>
+  readonly side: ProcessSide
+}
+
+const enoent = (path: string) => new System({ message: `open ${path}: ENOENT (no such file or directory)` })
+
+/** Builds the in-memory service and its shim-side handle, sharing one set of pipes. */
+export const make = (
+  options: Options = {},
+): { readonly processIO: ProcessIO.Service; readonly memory: ProcessIOMemory.Service } => {
+  const drainTimeout = durationOption(options.drainTimeout, defaultDrainTimeout)
+  const capacity = Math.max(1, options.highWaterMark ?? 64 * 1024)
+  const files = new Map<string, { readonly set: MemorySet; readonly uid?: number; readonly gid?: number }>()
+  const states = new WeakMap<FifoSet, SetState>()
+
+  const lookup = (path: string | undefined): MemorySet | undefined =>
+    path === undefined || path === "" ? undefined : files.get(path)?.set
+
+  const remove = (set: FifoSet) =>
+    Effect.sync(() => {
+      for (const path of setPaths(set)) {
+        const entry = files.get(path)
+        if (entry === undefined) continue
+        files.delete(path)
+        entry.set.stdout.remove()
+        entry.set.stderr?.remove()
+      }
+    })
+
+  const makeSet = (set: FifoSet): MemorySet => {
+    const existing = lookup(set.stdout)
+    const stdin = set.stdin === undefined ? undefined : (lookup(set.stdin)?.stdin ?? new InPipe(capacity))
+    const stdout = existing?.stdout ?? new OutPipe(capacity)
+    const stderr =
+      set.stderr === undefined ? undefined : (lookup(set.stderr)?.stderr ?? new OutPipe(capacity))
+    const opened = existing?.opened ?? signal()
+    const side: ProcessSide = {
+      set,
+      opened: Deferred.await(opened),
+      stdout: { write: stdout.write, close: stdout.closeWriter },
+      stderr: stderr === undefined ? undefined : { write: stderr.write, close: stderr.closeWriter },
+      stdin: stdin === undefined ? undefined : { read: stdin.read, closeIO: stdin.closeIO },
+      exit: Effect.zipRight(stdout.closeWriter, stderr === undefined ? Effect.void : stderr.closeWriter),
+    }
+    return { set, stdin, stdout, stderr, opened, side }
+  }
+
+  const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
+    Effect.gen(function* () {
+      const memory = lookup(set.stdout)
+      if (memory === undefined) return yield* Effect.fail(enoent(set.stdout))
+      for (const path of setPaths(set)) {
+        if (lookup(path) !== memory) return yield* Effect.fail(enoent(path))
+      }
+      const stdout = yield* Effect.acquireRelease(
+        Effect.sync(() => memory.stdout.attach()),
+        (end) => end.close,
+      )
+      const stderr =
+        memory.stderr === undefined
+          ? undefined
+          : yield* Effect.acquireRelease(
+              Effect.sync(() => memory.stderr!.attach()),
+              (end) => end.close,
+            )
+      const stdin =
+        memory.stdin === undefined || set.stdin === undefined
+          ? undefined
+          : yield* Effect.acquireRelease(
+              Effect.sync(() => memory.stdin!.attach(set.stdin!)),
+              (end) => end.close,
+            )
+      fire(memory.opened)
+      return yield* makeDirectIO({
+        set,
+        state,
+        stdin,
+        stdout,
+        stderr,
+        drainTimeout,
+        remove: remove(set),
+        onStdinClose: openOptions?.onStdinClose,
+      })
+    })
+
+  const processIO = ProcessIO.of({
+    create: (createOptions) =>
+      Effect.gen(function* () {
+        const set = yield* layout(createOptions)
+        const state: SetState = { created: false, deleted: false }
+        yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const memory = makeSet(set)
+            for (const path of setPaths(set)) {
+              files.set(path, { set: memory, ...ownerOf(createOptions.uid, createOptions.gid) })
+            }
+            states.set(set, state)
+          }),
+          () => (retained(state) ? Effect.void : remove(set)),
+        )
+        return set
+      }),
+    open: (set, openOptions) =>
+      openSet(set, states.get(set) ?? { created: false, deleted: false }, openOptions),
+    reattach: (reported, openOptions) =>
+      Effect.flatMap(fromPaths(reported), (set) =>
+        openSet(set, { created: true, deleted: false }, openOptions),
+      ),
+  })
+
+  const memory = ProcessIOMemory.of({
+    processSide: (paths) =>
+      Effect.suspend(() => {
+        const found = lookup(paths.stdout) ?? lookup(paths.stdin) ?? lookup(paths.stderr)
+        return found === undefined
+          ? Effect.fail(
+              new NotFound({ message: `no FIFO set at ${paths.stdout ?? paths.stdin ?? paths.stderr}` }),
+            )
+          : Effect.succeed(found.side)
+      }),
+    files: Effect.sync(() => [...files].map(([path, entry]) => ({ path, uid: entry.uid, gid: entry.gid }))),
+  })
+
+  return { processIO, memory }
+}
+
+const ownerOf = (uid: number | undefined, gid: number | undefined) => ({
+  ...(uid === undefined ? {} : { uid }),
+  ...(gid === undefined ? {} : { gid }),
+})
+
+/** The in-memory layer: `ProcessIO` and its shim-side handle `ProcessIOMemory`. */
+export const layer = (options?: Options): Layer.Layer<ProcessIO | ProcessIOMemory> =>
+  Layer.syncContext(() => {
+    const { processIO, memory } = make(options)
+    return Context.make(ProcessIO, processIO).pipe(Context.add(ProcessIOMemory, memory))
+  })

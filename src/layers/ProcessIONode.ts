@@ -1,0 +1,95 @@
+/**
+ * `ProcessIO` over real FIFOs.
+ *
+ * FIFOs are made with libc `mkfifo` through koffi (no process per FIFO), then
+ * chmod 0700 and lchown'd to the requested owner. Every open is non-blocking
+ * and wrapped in a `net.Socket`, so no FIFO ever parks the event loop or a
+ * libuv threadpool thread: read ends `O_RDONLY|O_NONBLOCK` (no early EOF: the
+ * kernel reports nothing until a writer has come and gone), stdin
+ * `O_RDWR|O_NONBLOCK` (valid before the process exists). Output streams pause
+ * their socket while `highWaterMark` bytes wait for the consumer, so a slow
+ * consumer slows the process instead of filling memory.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import {
+  type DirectIOParts,
+  durationOption,
+  makeDirectIO,
+  makeFifos,
+  openReader,
+  openWriter,
+  removeFifos,
+  retained,
+  type SetState,
+} from "../internal/fifo.js"
+import { type FifoSet, fromPaths, layout, type OpenOptions, ProcessIO, paths } from "../services/ProcessIO.js"
+
+/** Options of the live layer. */
+export interface Options {
+  /** How long outputs may take to reach EOF after `markExited` before they are closed (default 2 s). */
+  readonly drainTimeout?: Duration.DurationInput
+  /** Bytes an output buffers for a consumer that does not pull before its FIFO is no longer read (default 256 KiB). */
+  readonly highWaterMark?: number
+}
+
+/** The default drain bound after a process exits. */
+export const defaultDrainTimeout: Duration.Duration = Duration.seconds(2)
+
+/** The default per-output buffer bound. */
+export const defaultHighWaterMark = 256 * 1024
+
+/** Builds the live service. */
+export const make = (options: Options = {}): ProcessIO.Service => {
+  const drainTimeout = durationOption(options.drainTimeout, defaultDrainTimeout)
+  const highWaterMark = Math.max(1, options.highWaterMark ?? defaultHighWaterMark)
+  const states = new WeakMap<FifoSet, SetState>()
+
+  const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
+    Effect.gen(function* () {
+      const reader = (path: string) =>
+        Effect.acquireRelease(openReader(path, highWaterMark), (end) => end.close)
+      const stdout = yield* reader(set.stdout)
+      const stderr = set.stderr === undefined ? undefined : yield* reader(set.stderr)
+      const stdin =
+        set.stdin === undefined
+          ? undefined
+          : yield* Effect.acquireRelease(openWriter(set.stdin), (end) => end.close)
+      const parts: DirectIOParts = {
+        set,
+        state,
+        stdin,
+        stdout,
+        stderr,
+        drainTimeout,
+        remove: removeFifos(paths(set)),
+        onStdinClose: openOptions?.onStdinClose,
+      }
+      return yield* makeDirectIO(parts)
+    })
+
+  return ProcessIO.of({
+    create: (options) =>
+      Effect.gen(function* () {
+        const set = yield* layout(options)
+        const state: SetState = { created: false, deleted: false }
+        yield* Effect.acquireRelease(
+          Effect.tap(makeFifos(paths(set), options.uid, options.gid), () => states.set(set, state)),
+          () => (retained(state) ? Effect.void : removeFifos(paths(set))),
+        )
+        return set
+      }),
+    open: (set, openOptions) =>
+      openSet(set, states.get(set) ?? { created: false, deleted: false }, openOptions),
+    reattach: (reported, openOptions) =>
+      Effect.flatMap(fromPaths(reported), (set) =>
+        openSet(set, { created: true, deleted: false }, openOptions),
+      ),
+  })
+}
+
+/** The live layer: real FIFOs. */
+export const layer = (options?: Options): Layer.Layer<ProcessIO> => Layer.sync(ProcessIO, () => make(options))
