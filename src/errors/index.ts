@@ -1,0 +1,2 @@
+/** The error union and its mapping. */
+export * from "./ContainerdError.js"

@@ -1,0 +1,851 @@
+/**
+ * The `Libcontainerd` client over `Containerd`, `ProcessIO` and a `Backend`.
+ *
+ * Every operation that creates something in containerd runs its RPC and the
+ * registry update uninterruptibly, and undoes what it made when a later step
+ * fails or is interrupted: no half-created task, no FIFO, no registry entry is
+ * left behind.
+ *
+ * @since 0.1.0
+ */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { ProcessedEvent } from "../domain/Event.js"
+import { initProcessName } from "../domain/Event.js"
+import * as Spec from "../domain/Spec.js"
+import * as Stats from "../domain/Stats.js"
+import type { Descriptor, ProcessRecord, RuncOptions } from "../domain/Types.js"
+import {
+  Conflict,
+  type ContainerdError,
+  InvalidParameter,
+  NotFound,
+  System,
+  wrapError,
+} from "../errors/ContainerdError.js"
+import { Backend } from "../services/Backend.js"
+import * as Checkpoint from "../internal/checkpoint.js"
+import { Containerd, leased, validateIdentifier, withNamespace } from "../services/Containerd.js"
+import {
+  type AttachStdio,
+  Libcontainerd,
+  type StartOptions,
+  type Status,
+} from "../services/Libcontainerd.js"
+import { type DirectIO, ProcessIO } from "../services/ProcessIO.js"
+
+/** Options of the client layer. */
+export interface Options {
+  /** Absolute dir holding one bundle dir per container (`<stateDir>/<id>`). */
+  readonly stateDir: string
+  /** containerd namespace of every call (default: the `Containerd` layer's). */
+  readonly namespace?: string
+  /** Runtime of new containers (default `io.containerd.runc.v2`). */
+  readonly runtime?: string
+  /** Pass `NoPivotRoot` to runc (for a root on a ramdisk; the seed's `DOCKER_RAMDISK`). */
+  readonly noPivotRoot?: boolean
+  /** Keep bundle dirs on `delete` (the seed's `LIBCONTAINERD_NOCLEAN`). */
+  readonly noClean?: boolean
+}
+
+/** The default runtime. */
+export const defaultRuntime = "io.containerd.runc.v2"
+
+/** One process the client tracks: a task's init or an exec. */
+interface ProcessEntry {
+  readonly processId: string
+  pid: number
+  /** Owns the process's FIFOs, fds and the fibers `attachStdio` forked. */
+  readonly scope: Scope.CloseableScope
+  /** Absent for a restored task in UNKNOWN state, or one created without stdio. */
+  readonly io: DirectIO | undefined
+  /** Completed once the exit has been delivered (events) or the process deleted. */
+  readonly exited: Deferred.Deferred<void>
+}
+
+/** One container the client tracks. */
+interface ContainerEntry {
+  readonly id: string
+  readonly bundleDir: string
+  readonly spec: Spec.Spec
+  /** "creating" while `create` runs, "starting" while `start` runs. */
+  phase: "creating" | "ready" | "starting" | "deleting"
+  task: ProcessEntry | undefined
+  readonly execs: Map<string, ProcessEntry | "pending">
+  oomKilled: boolean
+  /** Serializes exec starts: containerd 1.6.20 is very slow with concurrent ones. */
+  readonly execStarts: Effect.Semaphore
+}
+
+const signalNumber = (signal: number | NodeJS.Signals): Effect.Effect<number, InvalidParameter> => {
+  if (typeof signal === "number") {
+    return Number.isInteger(signal) && signal > 0 && signal < 65
+      ? Effect.succeed(signal)
+      : Effect.fail(new InvalidParameter({ message: `signal: ${signal} is not a signal number (1–64)` }))
+  }
+  const n = (Os.constants.signals as Record<string, number | undefined>)[signal]
+  return n === undefined
+    ? Effect.fail(new InvalidParameter({ message: `signal: unknown signal name ${JSON.stringify(signal)}` }))
+    : Effect.succeed(n)
+}
+
+/** The host uid/gid mapped to container root in a user namespace (the seed's `getSpecUser`). */
+export const specUser = (spec: Spec.Spec): { readonly uid: number; readonly gid: number } => {
+  const hasUserNs = spec.linux?.namespaces?.some((ns) => ns.type === "user") ?? false
+  if (!hasUserNs) return { uid: 0, gid: 0 }
+  const root = (mappings: ReadonlyArray<{ containerID: number; hostID: number; size: number }> | undefined) =>
+    mappings?.find((m) => m.containerID === 0)?.hostID ?? 0
+  return { uid: root(spec.linux?.uidMappings), gid: root(spec.linux?.gidMappings) }
+}
+
+const statusOf = (s: string): Status => s.toLowerCase() as Status
+
+const noStdio: AttachStdio = (io) =>
+  Effect.gen(function* () {
+    yield* Effect.forkScoped(Stream.runDrain(io.stdout).pipe(Effect.ignore))
+    if (io.stderr !== undefined) yield* Effect.forkScoped(Stream.runDrain(io.stderr).pipe(Effect.ignore))
+  })
+
+/** Builds the client in a Scope: closing it releases handles and fibers, never containers. */
+export const make = (options: Options) =>
+  Effect.gen(function* () {
+    const containerd = yield* Containerd
+    const processIO = yield* ProcessIO
+    const backend = yield* Backend
+    const clientScope = yield* Effect.scope
+
+    if (!Path.isAbsolute(options.stateDir)) {
+      return yield* new InvalidParameter({
+        message: `stateDir: ${JSON.stringify(options.stateDir)} must be an absolute path`,
+      })
+    }
+    const namespace = yield* validateIdentifier("namespace", options.namespace ?? containerd.namespace)
+    const stateDir = Path.resolve(options.stateDir)
+    yield* Effect.try({
+      try: () => Fs.mkdirSync(stateDir, { recursive: true, mode: 0o711 }),
+      catch: (cause) => new System({ message: `cannot create the state dir ${stateDir}: ${String(cause)}`, cause }),
+    })
+    const runtime = options.runtime ?? defaultRuntime
+    const inNamespace = withNamespace(namespace)
+    /** Runs a Containerd call in the client's namespace. */
+    const call = <A>(effect: Effect.Effect<A, ContainerdError>): Effect.Effect<A, ContainerdError> =>
+      inNamespace(effect)
+
+    const containers = new Map<string, ContainerEntry>()
+    const events = yield* PubSub.unbounded<ProcessedEvent>()
+
+    const span =
+      (name: string, attributes: Record<string, string>) =>
+      <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.withSpan(effect, `Libcontainerd.${name}`, {
+          attributes: { ...attributes, "containerd.namespace": namespace },
+          kind: "client",
+        })
+
+    // ---- registry look-ups (the seed's getContainer / getProcess) ----
+
+    const getContainer = (id: string): Effect.Effect<ContainerEntry, ContainerdError> => {
+      const entry = containers.get(id)
+      return entry === undefined || entry.phase === "creating"
+        ? Effect.fail(new NotFound({ message: "no such container" }))
+        : Effect.succeed(entry)
+    }
+
+    const getTask = (containerId: string): Effect.Effect<[ContainerEntry, ProcessEntry], ContainerdError> =>
+      Effect.flatMap(getContainer(containerId), (entry) =>
+        entry.task === undefined
+          ? Effect.fail(new NotFound({ message: "container is not running" }))
+          : Effect.succeed([entry, entry.task] as [ContainerEntry, ProcessEntry]),
+      )
+
+    /** The exec id to send to containerd: "" for the init process. */
+    const getProcess = (
+      containerId: string,
+      processId: string,
+    ): Effect.Effect<{ readonly entry: ContainerEntry; readonly execId: string; readonly process: ProcessEntry }, ContainerdError> =>
+      Effect.flatMap(getTask(containerId), ([entry, task]) => {
+        if (processId === initProcessName || processId === containerId) {
+          return Effect.succeed({ entry, execId: "", process: task })
+        }
+        const exec = entry.execs.get(processId)
+        return exec === undefined || exec === "pending"
+          ? Effect.fail(new NotFound({ message: "no such exec" }))
+          : Effect.succeed({ entry, execId: processId, process: exec })
+      })
+
+    const checkIds = (containerId: string, processId?: string) =>
+      Effect.zipRight(
+        validateIdentifier("containerId", containerId),
+        processId === undefined ? Effect.void : validateIdentifier("processId", processId),
+      )
+
+    // ---- process IO ----
+
+    /**
+     * Makes a process's FIFOs and opens them in a fresh scope of its own, runs
+     * `attachStdio` there. The scope is closed on failure.
+     */
+    const prepareProcess = <E, R>(
+      entry: ContainerEntry,
+      processId: string,
+      withStdin: boolean,
+      terminal: boolean,
+      execId: string,
+      attachStdio: AttachStdio<E, R> | undefined,
+    ) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
+        const { uid, gid } = specUser(entry.spec)
+        const io = yield* Effect.gen(function* () {
+          const set = yield* processIO.create({
+            bundleDir: entry.bundleDir,
+            processId,
+            stdin: withStdin,
+            terminal,
+            ...(uid === 0 ? {} : { uid }),
+            ...(gid === 0 ? {} : { gid }),
+          })
+          const io = yield* processIO.open(set, {
+            onStdinClose: call(containerd.tasks.closeIO({ containerId: entry.id, execId, stdin: true })).pipe(
+              Effect.catchIf(
+                (e) => e.message.includes("transport is closing"),
+                () => Effect.void,
+              ),
+            ),
+          })
+          yield* (attachStdio ?? (noStdio as AttachStdio<E, R>))(io, processId)
+          return io
+        }).pipe(
+          Scope.extend(scope),
+          Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)),
+        )
+        const exited = yield* Deferred.make<void>()
+        return { scope, io, exited }
+      })
+
+    /** Releases a process's IO after its exit: bounded drain, then every fd and FIFO goes. */
+    const releaseProcess = (process: ProcessEntry) =>
+      Effect.gen(function* () {
+        if (process.io !== undefined) {
+          yield* process.io.markExited
+          yield* process.io.awaitDrained
+          yield* process.io.processDeleted
+        }
+        yield* Deferred.succeed(process.exited, undefined)
+        yield* Scope.close(process.scope, Exit.void)
+      })
+
+    /** Releases IO of a process that was never created in containerd (or is gone). */
+    const abandonProcess = (prepared: { scope: Scope.CloseableScope; io: DirectIO }) =>
+      Effect.zipRight(prepared.io.processDeleted, Scope.close(prepared.scope, Exit.void))
+
+    /**
+     * Kill, then delete; when the delete is refused because the process still
+     * runs, wait (bounded) and delete again. A CREATED task refuses a plain
+     * delete; a created exec that never started is deleted without a wait
+     * (its wait would never return).
+     */
+    const forceDelete = (
+      kill: Effect.Effect<void, ContainerdError>,
+      wait: Effect.Effect<unknown, ContainerdError>,
+      remove: Effect.Effect<unknown, ContainerdError>,
+    ) =>
+      kill.pipe(
+        Effect.ignore,
+        Effect.zipRight(
+          remove.pipe(
+            Effect.catchIf(
+              (e) => e._tag !== "NotFound",
+              () =>
+                Effect.interruptible(wait).pipe(
+                  Effect.timeout("10 seconds"),
+                  Effect.ignore,
+                  Effect.zipRight(Effect.ignore(remove)),
+                ),
+            ),
+            Effect.ignore,
+          ),
+        ),
+        Effect.uninterruptible,
+      )
+
+    const forceDeleteTask = (containerId: string) =>
+      forceDelete(
+        call(containerd.tasks.kill({ containerId, signal: 9, all: true })),
+        call(containerd.tasks.wait({ containerId })),
+        call(containerd.tasks.delete({ containerId })),
+      )
+
+    const forceDeleteProcess = (containerId: string, execId: string) =>
+      forceDelete(
+        call(containerd.tasks.kill({ containerId, execId, signal: 9 })),
+        call(containerd.tasks.wait({ containerId, execId })),
+        call(containerd.tasks.deleteProcess({ containerId, execId })),
+      )
+
+    // ---- operations ----
+
+    const create: Libcontainerd.Service["create"] = (id, spec, runtimeOptions) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          yield* validateIdentifier("id", id)
+          if (containers.has(id)) return yield* new Conflict({ message: "id already in use" })
+          const valid = yield* restore(Spec.validate(spec))
+          const bundleDir = Path.join(stateDir, id)
+          const entry: ContainerEntry = {
+            id,
+            bundleDir,
+            spec: valid,
+            phase: "creating",
+            task: undefined,
+            execs: new Map(),
+            oomKilled: false,
+            execStarts: yield* Effect.makeSemaphore(1),
+          }
+          containers.set(id, entry)
+          const madeDir = !Fs.existsSync(bundleDir)
+          const undo = Effect.sync(() => {
+            containers.delete(id)
+            if (madeDir) Fs.rmSync(bundleDir, { recursive: true, force: true })
+          })
+          yield* Effect.gen(function* () {
+            const { uid, gid } = specUser(valid)
+            yield* Effect.try({
+              try: () => {
+                Fs.mkdirSync(bundleDir, { recursive: true, mode: 0o711 })
+                if (uid !== 0 || gid !== 0) Fs.chownSync(bundleDir, uid, gid)
+              },
+              catch: (cause) =>
+                new System({ message: `prepare bundle dir failed: ${bundleDir}: ${String(cause)}`, cause }),
+            })
+            yield* call(
+              containerd.containers.create({
+                id,
+                spec: valid,
+                runtime: { name: runtime, ...(runtimeOptions === undefined ? {} : { options: runtimeOptions }) },
+              }),
+            ).pipe(
+              Effect.onError((cause) =>
+                // unless the id was taken already, the daemon may have made the container before the failure reached us
+                Cause.failureOption(cause).pipe(
+                  Option.filter((e) => e._tag === "Conflict"),
+                  Option.match({
+                    onSome: () => Effect.void,
+                    onNone: () => call(containerd.containers.delete(id)).pipe(Effect.ignore),
+                  }),
+                ),
+              ),
+            )
+          }).pipe(Effect.onError(() => undo))
+          entry.phase = "ready"
+        }),
+      ).pipe(span("create", { "container.id": id }))
+
+    const start: Libcontainerd.Service["start"] = (id, startOptions = {}) => {
+      const checkpointDir = startOptions.checkpointDir
+      if (checkpointDir === undefined || checkpointDir === "") {
+        return startTask(id, startOptions, undefined).pipe(span("start", { "container.id": id }))
+      }
+      return Effect.gen(function* () {
+        yield* validateIdentifier("id", id)
+        if (!Path.isAbsolute(checkpointDir)) {
+          return yield* new InvalidParameter({
+            message: `checkpointDir: ${JSON.stringify(checkpointDir)} must be an absolute path`,
+          })
+        }
+        yield* getContainer(id)
+        // the blob lives under a lease while the task is created, and is deleted afterwards whatever happens
+        return yield* inNamespace(
+          leased(() =>
+            Effect.acquireUseRelease(
+              Checkpoint.uploadCheckpoint(id, checkpointDir),
+              (descriptor) => startTask(id, startOptions, descriptor),
+              (descriptor) =>
+                containerd.content.delete(descriptor.digest).pipe(
+                  Effect.catchAll((e) =>
+                    Effect.logWarning("failed to delete temporary checkpoint entry", e).pipe(
+                      Effect.annotateLogs({ ref: checkpointDir, digest: descriptor.digest }),
+                    ),
+                  ),
+                ),
+            ),
+          ),
+        ).pipe(Effect.provideService(Containerd, containerd))
+      }).pipe(span("start", { "container.id": id }))
+    }
+
+    const startTask = <E, R>(id: string, startOptions: StartOptions<E, R>, checkpoint: Descriptor | undefined) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          yield* validateIdentifier("id", id)
+          const entry = yield* getContainer(id)
+          if (entry.task !== undefined || entry.phase !== "ready") {
+            return yield* new Conflict({ message: "container already started" })
+          }
+          entry.phase = "starting"
+          const prepared = yield* restore(
+            prepareProcess(
+              entry,
+              initProcessName,
+              startOptions.withStdin ?? false,
+              entry.spec.process?.terminal ?? false,
+              "",
+              startOptions.attachStdio,
+            ),
+          ).pipe(
+            Effect.onError(() =>
+              Effect.sync(() => {
+                entry.phase = "ready"
+              }),
+            ),
+          )
+          const { uid, gid } = specUser(entry.spec)
+          const taskOptions: RuncOptions = {
+            ...(uid === 0 ? {} : { ioUid: uid }),
+            ...(gid === 0 ? {} : { ioGid: gid }),
+            ...(options.noPivotRoot ? { noPivotRoot: true } : {}),
+          }
+          const created = yield* call(
+            containerd.tasks.create({
+              containerId: id,
+              stdin: prepared.io.set.stdin ?? "",
+              stdout: prepared.io.set.stdout,
+              stderr: prepared.io.set.stderr ?? "",
+              terminal: prepared.io.set.terminal,
+              ...(checkpoint === undefined ? {} : { checkpoint }),
+              ...(Object.keys(taskOptions).length > 0 ? { options: taskOptions } : {}),
+            }),
+          ).pipe(
+            // the daemon may have made the task before the failure reached us (interruption right after the call)
+            Effect.onError(() =>
+              Effect.all([
+                forceDeleteTask(id),
+                abandonProcess(prepared),
+                Effect.sync(() => {
+                  entry.phase = "ready"
+                }),
+              ]),
+            ),
+          )
+          const task: ProcessEntry = { processId: initProcessName, pid: created.pid, ...prepared }
+          entry.task = task
+          entry.oomKilled = false
+          yield* prepared.io.processCreated
+          const started = yield* restore(call(containerd.tasks.start({ containerId: id }))).pipe(
+            Effect.onError(() =>
+              Effect.gen(function* () {
+                yield* forceDeleteTask(id)
+                entry.task = undefined
+                entry.phase = "ready"
+                yield* releaseProcess(task)
+              }),
+            ),
+          )
+          task.pid = started.pid
+          entry.phase = "ready"
+          return started.pid
+        }),
+      )
+
+    const exec: Libcontainerd.Service["exec"] = (containerId, processId, processSpec, execOptions = {}) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          yield* checkIds(containerId, processId)
+          const entry = yield* getContainer(containerId)
+          if (entry.task === undefined) return yield* new InvalidParameter({ message: "container is not running" })
+          if (processId === initProcessName || processId === containerId || entry.execs.has(processId)) {
+            return yield* new Conflict({ message: "id already in use" })
+          }
+          const spec = yield* Spec.validateProcess(processSpec)
+          entry.execs.set(processId, "pending")
+          const unreserve = Effect.sync(() => {
+            if (entry.execs.get(processId) === "pending") entry.execs.delete(processId)
+          })
+          const prepared = yield* restore(
+            prepareProcess(
+              entry,
+              processId,
+              execOptions.withStdin ?? false,
+              spec.terminal ?? false,
+              processId,
+              execOptions.attachStdio,
+            ),
+          ).pipe(Effect.onError(() => unreserve))
+          yield* restore(entry.execStarts.take(1)).pipe(
+            Effect.onError(() => Effect.zipRight(abandonProcess(prepared), unreserve)),
+          )
+          return yield* Effect.ensuring(
+            Effect.gen(function* () {
+              yield* call(
+                containerd.tasks.exec({
+                  containerId,
+                  execId: processId,
+                  stdin: prepared.io.set.stdin ?? "",
+                  stdout: prepared.io.set.stdout,
+                  stderr: prepared.io.set.stderr ?? "",
+                  terminal: prepared.io.set.terminal,
+                  spec,
+                }),
+              ).pipe(
+                Effect.onError(() =>
+                  Effect.all([
+                    // a created exec that never started is deleted without kill or wait
+                    call(containerd.tasks.deleteProcess({ containerId, execId: processId })).pipe(
+                      Effect.ignore,
+                      Effect.uninterruptible,
+                    ),
+                    abandonProcess(prepared),
+                    unreserve,
+                  ]),
+                ),
+              )
+              const process: ProcessEntry = { processId, pid: 0, ...prepared }
+              entry.execs.set(processId, process)
+              const started = yield* restore(call(containerd.tasks.start({ containerId, execId: processId }))).pipe(
+                Effect.onError(() =>
+                  Effect.gen(function* () {
+                    yield* forceDeleteProcess(containerId, processId)
+                    entry.execs.delete(processId)
+                    yield* releaseProcess(process)
+                  }),
+                ),
+              )
+              // the shim makes an exec's stdin when it starts: only now can a close be sent
+              yield* prepared.io.processCreated
+              process.pid = started.pid
+              return started.pid
+            }),
+            entry.execStarts.release(1),
+          )
+        }),
+      ).pipe(span("exec", { "container.id": containerId, "process.id": processId }))
+
+    const signalProcess: Libcontainerd.Service["signalProcess"] = (containerId, processId, signal) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId, processId)
+        const n = yield* signalNumber(signal)
+        const { execId } = yield* getProcess(containerId, processId)
+        yield* call(containerd.tasks.kill({ containerId, execId, signal: n }))
+      }).pipe(span("signalProcess", { "container.id": containerId, "process.id": processId }))
+
+    const resizeTerminal: Libcontainerd.Service["resizeTerminal"] = (containerId, processId, width, height) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId, processId)
+        for (const [field, value] of [
+          ["width", width],
+          ["height", height],
+        ] as const) {
+          if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
+            return yield* new InvalidParameter({ message: `${field}: ${value} is not a terminal size (0–65535)` })
+          }
+        }
+        const { execId } = yield* getProcess(containerId, processId)
+        yield* call(containerd.tasks.resizePty({ containerId, execId, width, height }))
+      }).pipe(span("resizeTerminal", { "container.id": containerId, "process.id": processId }))
+
+    const closeStdin: Libcontainerd.Service["closeStdin"] = (containerId, processId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId, processId)
+        const { execId, process } = yield* getProcess(containerId, processId)
+        if (process.io?.stdin !== undefined) {
+          yield* process.io.closeStdin
+        } else {
+          yield* call(containerd.tasks.closeIO({ containerId, execId, stdin: true }))
+        }
+      }).pipe(span("closeStdin", { "container.id": containerId, "process.id": processId }))
+
+    const pause: Libcontainerd.Service["pause"] = (containerId) =>
+      Effect.zipRight(
+        Effect.zipRight(checkIds(containerId), getTask(containerId)),
+        call(containerd.tasks.pause(containerId)),
+      ).pipe(span("pause", { "container.id": containerId }))
+
+    const resume: Libcontainerd.Service["resume"] = (containerId) =>
+      Effect.zipRight(
+        Effect.zipRight(checkIds(containerId), getTask(containerId)),
+        call(containerd.tasks.resume(containerId)),
+      ).pipe(span("resume", { "container.id": containerId }))
+
+    const stats: Libcontainerd.Service["stats"] = (containerId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        yield* getTask(containerId)
+        const metrics = yield* call(containerd.tasks.metrics([`id==${containerId}`]))
+        const metric = metrics.find((m) => m.id === containerId) ?? metrics[0]
+        if (metric === undefined) return yield* new NotFound({ message: `no metrics for container ${containerId}` })
+        const decoded = Stats.fromMetric(metric)
+        if (decoded === undefined) {
+          return yield* new System({
+            message: `metrics of container ${containerId} have an unknown type: ${metric.data._tag === "unknown" ? metric.data.data.typeUrl : metric.data._tag}`,
+          })
+        }
+        return decoded
+      }).pipe(span("stats", { "container.id": containerId }))
+
+    const listPids: Libcontainerd.Service["listPids"] = (containerId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        yield* getTask(containerId)
+        const pids = yield* call(containerd.tasks.listPids(containerId))
+        return pids.map((p) => p.pid)
+      }).pipe(span("listPids", { "container.id": containerId }))
+
+    const summary: Libcontainerd.Service["summary"] = (containerId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        yield* getTask(containerId)
+        return yield* call(containerd.tasks.listPids(containerId))
+      }).pipe(span("summary", { "container.id": containerId }))
+
+    const deleteTask: Libcontainerd.Service["deleteTask"] = (containerId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        const [entry, task] = yield* getTask(containerId)
+        const deleted = yield* call(containerd.tasks.delete({ containerId }))
+        entry.task = undefined
+        const execs = [...entry.execs.values()].filter((p): p is ProcessEntry => p !== "pending")
+        entry.execs.clear()
+        yield* Effect.forEach([task, ...execs], releaseProcess, { discard: true })
+        return { exitCode: deleted.exitStatus, exitedAt: deleted.exitedAt }
+      }).pipe(Effect.uninterruptible, span("deleteTask", { "container.id": containerId }))
+
+    const deleteContainer: Libcontainerd.Service["delete"] = (containerId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        const entry = yield* getContainer(containerId)
+        if (entry.task !== undefined || entry.phase !== "ready") {
+          return yield* new Conflict({
+            message: `container ${containerId} has a task: delete the task first (deleteTask)`,
+          })
+        }
+        entry.phase = "deleting"
+        yield* call(containerd.containers.delete(containerId)).pipe(
+          Effect.onError(() =>
+            Effect.sync(() => {
+              entry.phase = "ready"
+            }),
+          ),
+        )
+        containers.delete(containerId)
+        if (!options.noClean) {
+          yield* Effect.try({
+            try: () => Fs.rmSync(entry.bundleDir, { recursive: true, force: true }),
+            catch: (cause) => new System({ message: `failed to remove ${entry.bundleDir}`, cause }),
+          }).pipe(
+            Effect.catchAll((e) =>
+              Effect.logError("failed to remove bundle dir", e).pipe(
+                Effect.annotateLogs({ container: containerId, bundle: entry.bundleDir }),
+              ),
+            ),
+          )
+        }
+      }).pipe(Effect.uninterruptible, span("delete", { "container.id": containerId }))
+
+    const status: Libcontainerd.Service["status"] = (containerId) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        const entry = yield* getContainer(containerId)
+        if (entry.task === undefined) return yield* new NotFound({ message: "no such task" })
+        const record = yield* call(containerd.tasks.get({ containerId }))
+        return statusOf(record.status)
+      }).pipe(span("status", { "container.id": containerId }))
+
+    const updateResources: Libcontainerd.Service["updateResources"] = (containerId, resources) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        const valid = yield* Spec.validateResources(resources)
+        yield* getTask(containerId)
+        yield* call(containerd.tasks.update({ containerId, resources: valid }))
+      }).pipe(span("updateResources", { "container.id": containerId }))
+
+    /** Re-opens a live process's FIFOs by the paths containerd reports, in a scope of its own. */
+    const reattachProcess = <E, R>(
+      containerId: string,
+      processId: string,
+      execId: string,
+      record: ProcessRecord,
+      attachStdio: AttachStdio<E, R> | undefined,
+    ) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
+        const exited = yield* Deferred.make<void>()
+        if (record.status === "UNKNOWN" || record.stdout === "") {
+          return { processId, pid: record.pid, scope, io: undefined, exited } satisfies ProcessEntry
+        }
+        const io = yield* Effect.gen(function* () {
+          const io = yield* processIO.reattach(
+            { stdin: record.stdin, stdout: record.stdout, stderr: record.stderr, terminal: record.terminal },
+            { onStdinClose: call(containerd.tasks.closeIO({ containerId, execId, stdin: true })) },
+          )
+          yield* io.processCreated
+          yield* (attachStdio ?? (noStdio as AttachStdio<E, R>))(io, processId)
+          return io
+        }).pipe(
+          Scope.extend(scope),
+          Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)),
+        )
+        return { processId, pid: record.pid, scope, io, exited } satisfies ProcessEntry
+      })
+
+    const restoreContainer: Libcontainerd.Service["restore"] = (id, attachStdio) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          yield* validateIdentifier("id", id)
+          if (containers.has(id)) return yield* new Conflict({ message: "id already in use" })
+          const reserved: ContainerEntry = {
+            id,
+            bundleDir: Path.join(stateDir, id),
+            spec: {} as Spec.Spec,
+            phase: "creating",
+            task: undefined,
+            execs: new Map(),
+            oomKilled: false,
+            execStarts: yield* Effect.makeSemaphore(1),
+          }
+          containers.set(id, reserved)
+          const opened: Array<ProcessEntry> = []
+          return yield* restore(
+            Effect.gen(function* () {
+              const container = yield* call(containerd.containers.get(id))
+              const taskRecord = yield* call(containerd.tasks.get({ containerId: id })).pipe(
+                Effect.map(Option.some),
+                Effect.catchTag("NotFound", () => Effect.succeedNone),
+              )
+              const entry: ContainerEntry = { ...reserved, spec: container.spec ?? ({} as Spec.Spec) }
+              if (Option.isNone(taskRecord)) {
+                entry.phase = "ready"
+                containers.set(id, entry)
+                return { alive: false, pid: 0 }
+              }
+              const task = yield* reattachProcess(id, initProcessName, "", taskRecord.value, attachStdio)
+              opened.push(task)
+              entry.task = task
+              const alive = taskRecord.value.status !== "STOPPED"
+              if (alive) {
+                const pids = yield* call(containerd.tasks.listPids(id))
+                for (const { execId } of pids) {
+                  if (execId === undefined) continue
+                  const record = yield* call(containerd.tasks.get({ containerId: id, execId })).pipe(
+                    Effect.map(Option.some),
+                    Effect.catchTag("NotFound", () => Effect.succeedNone),
+                  )
+                  if (Option.isNone(record) || record.value.status === "STOPPED") continue
+                  const exec = yield* reattachProcess(id, execId, execId, record.value, attachStdio)
+                  opened.push(exec)
+                  entry.execs.set(execId, exec)
+                }
+              }
+              entry.phase = "ready"
+              containers.set(id, entry)
+              yield* Effect.logDebug("restored container").pipe(
+                Effect.annotateLogs({ container: id, alive, pid: taskRecord.value.pid }),
+              )
+              return { alive, pid: taskRecord.value.pid }
+            }),
+          ).pipe(
+            Effect.onError(() =>
+              Effect.gen(function* () {
+                containers.delete(id)
+                // the processes live on in containerd: close our handles, keep their FIFOs
+                yield* Effect.forEach(opened, (p) => Scope.close(p.scope, Exit.void), { discard: true })
+              }),
+            ),
+          )
+        }),
+      ).pipe(span("restore", { "container.id": id }))
+
+    const createCheckpoint: Libcontainerd.Service["createCheckpoint"] = (containerId, checkpointDir, exit) =>
+      Effect.gen(function* () {
+        yield* checkIds(containerId)
+        if (!Path.isAbsolute(checkpointDir)) {
+          return yield* new InvalidParameter({
+            message: `checkpointDir: ${JSON.stringify(checkpointDir)} must be an absolute path`,
+          })
+        }
+        yield* getTask(containerId)
+        const descriptors = yield* call(containerd.tasks.checkpoint({ containerId, options: { exit } }))
+        const image = yield* inNamespace(Checkpoint.checkpointImage(containerId, descriptors))
+        // whatever happens, the checkpoint image goes
+        yield* inNamespace(Checkpoint.extractCheckpointImage(image, checkpointDir)).pipe(
+          Effect.ensuring(
+            call(containerd.images.delete(image, { sync: true })).pipe(
+              Effect.catchAll((e) =>
+                Effect.logWarning("failed to delete checkpoint image", e).pipe(Effect.annotateLogs({ image })),
+              ),
+            ),
+          ),
+        )
+      }).pipe(Effect.provideService(Containerd, containerd), span("createCheckpoint", { "container.id": containerId }))
+
+    const service: Libcontainerd.Service = {
+      version: call(containerd.version),
+      create,
+      start,
+      exec,
+      signalProcess,
+      resizeTerminal,
+      closeStdin,
+      pause,
+      resume,
+      stats,
+      listPids,
+      summary,
+      deleteTask,
+      delete: deleteContainer,
+      status,
+      updateResources,
+      restore: restoreContainer,
+      createCheckpoint,
+      events: Stream.fromPubSub(events),
+    }
+    void backend
+    void wrapError
+    void Option
+    return service
+  })
+
+/** The client as a layer over `Containerd`, `ProcessIO` and `Backend`. */
+export const layer = (options: Options): Layer.Layer<Libcontainerd, ContainerdError, Containerd | ProcessIO | Backend> =>
+  Layer.scoped(Libcontainerd, make(options))
+
+/**
+ * `layer` configured from the environment: `LIBCONTAINERD_STATE_DIR` (required),
+ * `CONTAINERD_NAMESPACE`, `DOCKER_RAMDISK` (any value → noPivotRoot) and
+ * `LIBCONTAINERD_NOCLEAN` ("1" → keep bundle dirs), as the seed reads them.
+ */
+export const layerConfig: Layer.Layer<Libcontainerd, ContainerdError, Containerd | ProcessIO | Backend> =
+  Layer.unwrapEffect(
+    Config.all({
+      stateDir: Config.string("LIBCONTAINERD_STATE_DIR"),
+      namespace: Config.option(Config.string("CONTAINERD_NAMESPACE")),
+      ramdisk: Config.string("DOCKER_RAMDISK").pipe(Config.withDefault("")),
+      noClean: Config.string("LIBCONTAINERD_NOCLEAN").pipe(Config.withDefault("")),
+    }).pipe(
+      Effect.mapError(
+        (error) =>
+          new InvalidParameter({
+            message: `LIBCONTAINERD_STATE_DIR: must be set to the client's state dir (${String(error)})`,
+          }),
+      ),
+      Effect.map((config) =>
+        layer({
+          stateDir: config.stateDir,
+          ...(Option.isSome(config.namespace) ? { namespace: config.namespace.value } : {}),
+          noPivotRoot: config.ramdisk !== "",
+          noClean: config.noClean === "1",
+        }),
+      ),
+    ),
+  )

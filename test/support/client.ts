@@ -1,0 +1,82 @@
+/**
+ * A `Libcontainerd` client on the suite's private daemon, with the live
+ * ProcessIO, a recording Backend and a temp state dir, plus stdio helpers.
+ */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
+import * as Backend from "../../src/services/Backend.js"
+import * as LibcontainerdLive from "../../src/layers/LibcontainerdLive.js"
+import * as ProcessIONode from "../../src/layers/ProcessIONode.js"
+import type { AttachStdio } from "../../src/services/Libcontainerd.js"
+import type { DirectIO } from "../../src/services/ProcessIO.js"
+import * as ContainerdLive from "../../src/layers/ContainerdLive.js"
+import { address, containerdLayer } from "./daemon.js"
+
+/** A temp state dir for one client, removed at the end. */
+export const tempStateDir = (): string => Fs.mkdtempSync(Path.join(Os.tmpdir(), "libcontainerd-state-"))
+
+/** Everything a client test needs, in one layer. */
+export const clientLayer = (
+  namespace: string,
+  stateDir: string,
+  options: Partial<LibcontainerdLive.Options> & { readonly cleanNamespace?: boolean } = {},
+) => {
+  const { cleanNamespace = true, ...clientOptions } = options
+  return LibcontainerdLive.layer({ stateDir, ...clientOptions }).pipe(
+    Layer.provideMerge(Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "500 millis" }), Backend.layerRecorder)),
+    Layer.provideMerge(
+      cleanNamespace ? containerdLayer(namespace) : ContainerdLive.layer({ address: address(), namespace }),
+    ),
+    Layer.orDie,
+  )
+}
+
+/** What a process wrote, complete once its stream ended. */
+export interface Captured {
+  readonly stdout: Deferred.Deferred<string>
+  readonly stderr: Deferred.Deferred<string>
+  readonly io: Deferred.Deferred<DirectIO>
+}
+
+const decoder = () => {
+  const d = new TextDecoder()
+  return (acc: string, chunk: Uint8Array) => acc + d.decode(chunk, { stream: true })
+}
+
+/** An attachStdio that collects stdout and stderr as text and hands out the DirectIO. */
+export const capture = Effect.gen(function* () {
+  const captured: Captured = {
+    stdout: yield* Deferred.make<string>(),
+    stderr: yield* Deferred.make<string>(),
+    io: yield* Deferred.make<DirectIO>(),
+  }
+  const attach: AttachStdio = (io) =>
+    Effect.gen(function* () {
+      yield* Deferred.succeed(captured.io, io)
+      yield* Effect.forkScoped(
+        Stream.runFold(io.stdout, "", decoder()).pipe(
+          Effect.orElseSucceed(() => "<stdout failed>"),
+          Effect.flatMap((text) => Deferred.succeed(captured.stdout, text)),
+        ),
+      )
+      if (io.stderr !== undefined) {
+        yield* Effect.forkScoped(
+          Stream.runFold(io.stderr, "", decoder()).pipe(
+            Effect.orElseSucceed(() => "<stderr failed>"),
+            Effect.flatMap((text) => Deferred.succeed(captured.stderr, text)),
+          ),
+        )
+      } else {
+        yield* Deferred.succeed(captured.stderr, "")
+      }
+    })
+  return { captured, attach }
+})
+
+/** Open fds of this process. */
+export const openFds = (): number => Fs.readdirSync("/proc/self/fd").length
