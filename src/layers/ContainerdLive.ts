@@ -518,6 +518,9 @@ export const make = (options: Options): Effect.Effect<Containerd.Service, Contai
           new Grpc.Client(`unix://${path}`, Grpc.credentials.createInsecure(), {
             "grpc.max_receive_message_length": maxBytes,
             "grpc.max_send_message_length": maxBytes,
+            // a local daemon that restarts should be found again within seconds, not grpc-js's default 2 minutes
+            "grpc.initial_reconnect_backoff_ms": 100,
+            "grpc.max_reconnect_backoff_ms": 2000,
             ...(options.interceptors === undefined ? {} : { interceptors: [...options.interceptors] }),
           }),
       ),

@@ -20,13 +20,15 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import type * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type { ProcessedEvent } from "../domain/Event.js"
+import type { EventInfo, EventType, ProcessedEvent } from "../domain/Event.js"
 import { initProcessName } from "../domain/Event.js"
+import type { TaskEvent } from "../domain/TaskEvent.js"
 import * as Spec from "../domain/Spec.js"
 import * as Stats from "../domain/Stats.js"
-import type { Descriptor, ProcessRecord, RuncOptions } from "../domain/Types.js"
+import type { Descriptor, ProcessRecord, RuncOptions, Timestamp } from "../domain/Types.js"
 import {
   Conflict,
   type ContainerdError,
@@ -37,14 +39,12 @@ import {
 } from "../errors/ContainerdError.js"
 import { Backend } from "../services/Backend.js"
 import * as Checkpoint from "../internal/checkpoint.js"
+import * as EventQueue from "../internal/eventQueue.js"
+import * as TaskEventsLive from "./TaskEventsLive.js"
 import { Containerd, leased, validateIdentifier, withNamespace } from "../services/Containerd.js"
-import {
-  type AttachStdio,
-  Libcontainerd,
-  type StartOptions,
-  type Status,
-} from "../services/Libcontainerd.js"
+import { type AttachStdio, Libcontainerd, type StartOptions, type Status } from "../services/Libcontainerd.js"
 import { type DirectIO, ProcessIO } from "../services/ProcessIO.js"
+import { TaskEvents } from "../services/TaskEvents.js"
 
 /** Options of the client layer. */
 export interface Options {
@@ -58,6 +58,8 @@ export interface Options {
   readonly noPivotRoot?: boolean
   /** Keep bundle dirs on `delete` (the seed's `LIBCONTAINERD_NOCLEAN`). */
   readonly noClean?: boolean
+  /** Delays between event resubscriptions (default: exponential from 100 ms, jittered, capped at 5 s). */
+  readonly eventsRetry?: Schedule.Schedule<unknown, ContainerdError>
 }
 
 /** The default runtime. */
@@ -73,6 +75,8 @@ interface ProcessEntry {
   readonly io: DirectIO | undefined
   /** Completed once the exit has been delivered (events) or the process deleted. */
   readonly exited: Deferred.Deferred<void>
+  /** Set when an exit of this process was queued for the Backend: later exits are duplicates. */
+  exitSeen?: boolean
 }
 
 /** One container the client tracks. */
@@ -135,7 +139,8 @@ export const make = (options: Options) =>
     const stateDir = Path.resolve(options.stateDir)
     yield* Effect.try({
       try: () => Fs.mkdirSync(stateDir, { recursive: true, mode: 0o711 }),
-      catch: (cause) => new System({ message: `cannot create the state dir ${stateDir}: ${String(cause)}`, cause }),
+      catch: (cause) =>
+        new System({ message: `cannot create the state dir ${stateDir}: ${String(cause)}`, cause }),
     })
     const runtime = options.runtime ?? defaultRuntime
     const inNamespace = withNamespace(namespace)
@@ -174,7 +179,10 @@ export const make = (options: Options) =>
     const getProcess = (
       containerId: string,
       processId: string,
-    ): Effect.Effect<{ readonly entry: ContainerEntry; readonly execId: string; readonly process: ProcessEntry }, ContainerdError> =>
+    ): Effect.Effect<
+      { readonly entry: ContainerEntry; readonly execId: string; readonly process: ProcessEntry },
+      ContainerdError
+    > =>
       Effect.flatMap(getTask(containerId), ([entry, task]) => {
         if (processId === initProcessName || processId === containerId) {
           return Effect.succeed({ entry, execId: "", process: task })
@@ -334,7 +342,10 @@ export const make = (options: Options) =>
               containerd.containers.create({
                 id,
                 spec: valid,
-                runtime: { name: runtime, ...(runtimeOptions === undefined ? {} : { options: runtimeOptions }) },
+                runtime: {
+                  name: runtime,
+                  ...(runtimeOptions === undefined ? {} : { options: runtimeOptions }),
+                },
               }),
             ).pipe(
               Effect.onError((cause) =>
@@ -373,20 +384,26 @@ export const make = (options: Options) =>
               Checkpoint.uploadCheckpoint(id, checkpointDir),
               (descriptor) => startTask(id, startOptions, descriptor),
               (descriptor) =>
-                containerd.content.delete(descriptor.digest).pipe(
-                  Effect.catchAll((e) =>
-                    Effect.logWarning("failed to delete temporary checkpoint entry", e).pipe(
-                      Effect.annotateLogs({ ref: checkpointDir, digest: descriptor.digest }),
+                containerd.content
+                  .delete(descriptor.digest)
+                  .pipe(
+                    Effect.catchAll((e) =>
+                      Effect.logWarning("failed to delete temporary checkpoint entry", e).pipe(
+                        Effect.annotateLogs({ ref: checkpointDir, digest: descriptor.digest }),
+                      ),
                     ),
                   ),
-                ),
             ),
           ),
         ).pipe(Effect.provideService(Containerd, containerd))
       }).pipe(span("start", { "container.id": id }))
     }
 
-    const startTask = <E, R>(id: string, startOptions: StartOptions<E, R>, checkpoint: Descriptor | undefined) =>
+    const startTask = <E, R>(
+      id: string,
+      startOptions: StartOptions<E, R>,
+      checkpoint: Descriptor | undefined,
+    ) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function* () {
           yield* validateIdentifier("id", id)
@@ -464,7 +481,8 @@ export const make = (options: Options) =>
         Effect.gen(function* () {
           yield* checkIds(containerId, processId)
           const entry = yield* getContainer(containerId)
-          if (entry.task === undefined) return yield* new InvalidParameter({ message: "container is not running" })
+          if (entry.task === undefined)
+            return yield* new InvalidParameter({ message: "container is not running" })
           if (processId === initProcessName || processId === containerId || entry.execs.has(processId)) {
             return yield* new Conflict({ message: "id already in use" })
           }
@@ -513,7 +531,9 @@ export const make = (options: Options) =>
               )
               const process: ProcessEntry = { processId, pid: 0, ...prepared }
               entry.execs.set(processId, process)
-              const started = yield* restore(call(containerd.tasks.start({ containerId, execId: processId }))).pipe(
+              const started = yield* restore(
+                call(containerd.tasks.start({ containerId, execId: processId })),
+              ).pipe(
                 Effect.onError(() =>
                   Effect.gen(function* () {
                     yield* forceDeleteProcess(containerId, processId)
@@ -548,7 +568,9 @@ export const make = (options: Options) =>
           ["height", height],
         ] as const) {
           if (!Number.isInteger(value) || value < 0 || value > 0xffff) {
-            return yield* new InvalidParameter({ message: `${field}: ${value} is not a terminal size (0–65535)` })
+            return yield* new InvalidParameter({
+              message: `${field}: ${value} is not a terminal size (0–65535)`,
+            })
           }
         }
         const { execId } = yield* getProcess(containerId, processId)
@@ -584,7 +606,8 @@ export const make = (options: Options) =>
         yield* getTask(containerId)
         const metrics = yield* call(containerd.tasks.metrics([`id==${containerId}`]))
         const metric = metrics.find((m) => m.id === containerId) ?? metrics[0]
-        if (metric === undefined) return yield* new NotFound({ message: `no metrics for container ${containerId}` })
+        if (metric === undefined)
+          return yield* new NotFound({ message: `no metrics for container ${containerId}` })
         const decoded = Stats.fromMetric(metric)
         if (decoded === undefined) {
           return yield* new System({
@@ -782,12 +805,187 @@ export const make = (options: Options) =>
           Effect.ensuring(
             call(containerd.images.delete(image, { sync: true })).pipe(
               Effect.catchAll((e) =>
-                Effect.logWarning("failed to delete checkpoint image", e).pipe(Effect.annotateLogs({ image })),
+                Effect.logWarning("failed to delete checkpoint image", e).pipe(
+                  Effect.annotateLogs({ image }),
+                ),
               ),
             ),
           ),
         )
-      }).pipe(Effect.provideService(Containerd, containerd), span("createCheckpoint", { "container.id": containerId }))
+      }).pipe(
+        Effect.provideService(Containerd, containerd),
+        span("createCheckpoint", { "container.id": containerId }),
+      )
+
+    // ---- events (the seed's processEventStream / processEvent) ----
+
+    const queue = yield* EventQueue.make
+    // a TaskEvents in the context wins (tests feed events by hand); else follow the client's namespace
+    const taskEvents = yield* Effect.serviceOption(TaskEvents).pipe(
+      Effect.flatMap(
+        Option.match({
+          onSome: Effect.succeed,
+          onNone: () =>
+            TaskEventsLive.make(containerd, {
+              namespace,
+              ...(options.eventsRetry === undefined ? {} : { retry: options.eventsRetry }),
+            }),
+        }),
+      ),
+    )
+
+    /** Hands one event to the Backend and the `events` stream, in the container's order. */
+    const dispatch = (entry: ContainerEntry, type: EventType, info: EventInfo, after?: Effect.Effect<void>) =>
+      queue.unsafeAppend(
+        info.containerId,
+        Effect.gen(function* () {
+          yield* PubSub.publish(events, { containerId: info.containerId, type, info })
+          yield* backend
+            .processEvent(info.containerId, type, info)
+            .pipe(
+              Effect.catchAllCause((cause) =>
+                Effect.logError("failed to process event", cause).pipe(
+                  Effect.annotateLogs({ container: info.containerId, event: type, process: info.processId }),
+                ),
+              ),
+            )
+          if (after !== undefined) yield* after
+        }),
+      )
+
+    /** The exit of a process, delivered once: duplicates (shim retries, reconciliation) are dropped. */
+    const deliverExit = (
+      entry: ContainerEntry,
+      processId: string,
+      pid: number,
+      exitCode: number,
+      exitedAt: Timestamp | undefined,
+    ) => {
+      const isInit = processId === entry.id
+      const process = isInit ? entry.task : entry.execs.get(processId)
+      if (process === undefined || process === "pending") {
+        return Effect.logDebug("exit of a process the client does not track").pipe(
+          Effect.annotateLogs({ container: entry.id, process: processId }),
+        )
+      }
+      if (process.exitSeen === true || (process.pid !== 0 && pid !== 0 && process.pid !== pid)) {
+        return Effect.logDebug("duplicate or stale exit dropped").pipe(
+          Effect.annotateLogs({ container: entry.id, process: processId, pid }),
+        )
+      }
+      process.exitSeen = true
+      const info: EventInfo = {
+        containerId: entry.id,
+        processId,
+        pid,
+        exitCode,
+        exitedAt,
+        oomKilled: entry.oomKilled,
+      }
+      // the init's outputs get the drain bound; an exec is deleted and its IO released (the seed's exec cleanup)
+      const after = isInit
+        ? process.io === undefined
+          ? Effect.void
+          : process.io.markExited
+        : Effect.gen(function* () {
+            yield* call(containerd.tasks.deleteProcess({ containerId: entry.id, execId: processId })).pipe(
+              Effect.catchAll((e) =>
+                Effect.logWarning("failed to delete process", e).pipe(
+                  Effect.annotateLogs({ container: entry.id, process: processId }),
+                ),
+              ),
+            )
+            if (entry.execs.get(processId) === process) entry.execs.delete(processId)
+            yield* releaseProcess(process)
+          })
+      return Effect.sync(() => dispatch(entry, "exit", info, after))
+    }
+
+    const handleEvent = (event: TaskEvent): Effect.Effect<void> => {
+      const containerId = event.containerId
+      const entry = containers.get(containerId)
+      if (entry === undefined || entry.phase === "creating") {
+        return Effect.logWarning("event for an unknown container").pipe(
+          Effect.annotateLogs({ container: containerId, event: event._tag }),
+        )
+      }
+      const info = (processId: string, pid = 0): EventInfo => ({
+        containerId,
+        processId,
+        pid,
+        exitCode: 0,
+        exitedAt: undefined,
+        oomKilled: entry.oomKilled,
+      })
+      switch (event._tag) {
+        case "TaskCreate":
+          return Effect.sync(() => dispatch(entry, "create", info(containerId, event.pid)))
+        case "TaskStart":
+          return Effect.sync(() => dispatch(entry, "start", info(containerId, event.pid)))
+        case "TaskExit":
+          return deliverExit(entry, event.id, event.pid, event.exitStatus, event.exitedAt)
+        case "TaskOOM":
+          return Effect.sync(() => {
+            entry.oomKilled = true
+            dispatch(entry, "oom", { ...info(containerId), oomKilled: true })
+          })
+        case "TaskExecAdded":
+          return Effect.sync(() => dispatch(entry, "exec-added", info(event.execId)))
+        case "TaskExecStarted":
+          return Effect.sync(() => dispatch(entry, "exec-started", info(event.execId, event.pid)))
+        case "TaskPaused":
+          return Effect.sync(() => dispatch(entry, "paused", info(containerId)))
+        case "TaskResumed":
+          return Effect.sync(() => dispatch(entry, "resumed", info(containerId)))
+        default:
+          return Effect.logDebug("ignoring event").pipe(
+            Effect.annotateLogs({ container: containerId, event: event._tag }),
+          )
+      }
+    }
+
+    /**
+     * After every (re)subscription: an exit that happened while no
+     * subscription was live is found with `Tasks.Get` and delivered once.
+     */
+    const reconcile = Effect.suspend(() =>
+      Effect.forEach(
+        [...containers.values()],
+        (entry) =>
+          Effect.gen(function* () {
+            const processes: Array<[string, string, ProcessEntry]> = []
+            if (entry.task !== undefined) processes.push([entry.id, "", entry.task])
+            for (const [execId, p] of entry.execs) if (p !== "pending") processes.push([execId, execId, p])
+            for (const [processId, execId, process] of processes) {
+              if (process.exitSeen === true) continue
+              const record = yield* call(
+                containerd.tasks.get(
+                  execId === "" ? { containerId: entry.id } : { containerId: entry.id, execId },
+                ),
+              ).pipe(Effect.option)
+              if (Option.isSome(record) && record.value.status === "STOPPED") {
+                yield* deliverExit(
+                  entry,
+                  processId,
+                  record.value.pid,
+                  record.value.exitStatus,
+                  record.value.exitedAt,
+                )
+              }
+            }
+          }),
+        { concurrency: 8, discard: true },
+      ),
+    ).pipe(Effect.catchAllCause((cause) => Effect.logWarning("reconciliation incomplete", cause)))
+
+    yield* Stream.runForEach(taskEvents.subscribe, (item) =>
+      item._tag === "Subscribed" ? reconcile : handleEvent(item.event),
+    ).pipe(
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("task event stream stopped", cause),
+      ),
+      Effect.forkScoped,
+    )
 
     const service: Libcontainerd.Service = {
       version: call(containerd.version),
@@ -810,14 +1008,13 @@ export const make = (options: Options) =>
       createCheckpoint,
       events: Stream.fromPubSub(events),
     }
-    void backend
-    void wrapError
-    void Option
     return service
   })
 
 /** The client as a layer over `Containerd`, `ProcessIO` and `Backend`. */
-export const layer = (options: Options): Layer.Layer<Libcontainerd, ContainerdError, Containerd | ProcessIO | Backend> =>
+export const layer = (
+  options: Options,
+): Layer.Layer<Libcontainerd, ContainerdError, Containerd | ProcessIO | Backend> =>
   Layer.scoped(Libcontainerd, make(options))
 
 /**

@@ -7,14 +7,13 @@ import * as Spec from "../../src/domain/Spec.js"
 import { Containerd } from "../../src/services/Containerd.js"
 import { Libcontainerd } from "../../src/services/Libcontainerd.js"
 import { busyboxSpec, freshNamespace } from "../support/daemon.js"
-import { capture, clientLayer, tempStateDir } from "../support/client.js"
+import { capture, clientLayer, exitOf, tempStateDir } from "../support/client.js"
 
 const namespace = freshNamespace("client")
 const stateDir = tempStateDir()
 
-/** Waits for a process's exit through containerd (the events issue delivers it to the Backend). */
-const waitExit = (containerId: string, execId?: string) =>
-  Effect.flatMap(Containerd, (c) => Containerd.withNamespace(namespace)(c.tasks.wait(execId === undefined ? { containerId } : { containerId, execId })))
+/** A process's exit as the Backend received it. */
+const waitExit = (containerId: string, execId?: string) => exitOf(containerId, execId ?? containerId)
 
 const spec = (id: string, args: ReadonlyArray<string>) => busyboxSpec(id, namespace, args)
 

@@ -80,3 +80,21 @@ export const capture = Effect.gen(function* () {
 
 /** Open fds of this process. */
 export const openFds = (): number => Fs.readdirSync("/proc/self/fd").length
+
+/** Waits (polling the recording Backend) for the exit of a process; the init's process id is the container id. */
+export const exitOf = (containerId: string, processId: string = containerId) =>
+  Effect.gen(function* () {
+    const recorder = yield* Backend.Recorder
+    for (;;) {
+      const events = yield* recorder.events
+      const exit = events.find((e) => e.type === "exit" && e.containerId === containerId && e.info.processId === processId)
+      if (exit !== undefined) return { exitStatus: exit.info.exitCode, ...exit.info }
+      yield* Effect.sleep("10 millis")
+    }
+  }).pipe(
+    Effect.timeoutFail({
+      duration: "30 seconds",
+      onTimeout: () => new Error(`no exit event for ${containerId}/${processId} within 30 s`),
+    }),
+    Effect.orDie,
+  )

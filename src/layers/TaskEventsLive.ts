@@ -1,0 +1,152 @@
+/**
+ * `TaskEvents` over containerd's `Events.Subscribe`.
+ *
+ * One subscribe call at a time, with the filter
+ * `namespace==<ns>,topic~=|^/tasks/|`. Envelopes are decoded with
+ * `decodeEnvelope`: an unknown type is skipped with a debug log, a malformed
+ * payload with a warning naming the topic; neither ends the stream.
+ *
+ * When the call fails or ends, it is first cancelled and finished (the
+ * stream's finalizer), the failure is logged once as a warning, and a new call
+ * starts after the retry schedule's next delay (default: exponential from
+ * 100 ms with jitter, each wait capped at 5 s, forever; never less than 10 ms
+ * whatever schedule is given). The schedule restarts from its first delay
+ * after a subscription that was live. Interruption ends the stream quietly.
+ *
+ * The `Subscribed` marker of a call is emitted when its first envelope
+ * arrives, or once the call has been open for `settle` (default 200 ms) with
+ * no failure — whichever comes first — and always before that call's events.
+ *
+ * Unlike the seed, a gRPC CANCELLED status is not taken as shutdown: this
+ * client's own shutdown is interruption, so a CANCELLED it did not cause came
+ * from the daemon's side and is retried like any other failure.
+ *
+ * @since 0.1.0
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Mailbox from "effect/Mailbox"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Stream from "effect/Stream"
+import { decodeEnvelope, type TaskEventsItem } from "../domain/TaskEvent.js"
+import type { Envelope } from "../domain/Types.js"
+import { type ContainerdError, type InvalidParameter, System } from "../errors/ContainerdError.js"
+import { Containerd, validateIdentifier } from "../services/Containerd.js"
+import { filterFor, TaskEvents } from "../services/TaskEvents.js"
+
+/** How the live layer subscribes and reconnects. */
+export interface Options {
+  /** The namespace whose task events to follow; the `Containerd` service's namespace by default. */
+  readonly namespace?: string
+  /** Delays between subscribe attempts, fed each failure; when it ends, the stream fails with the last failure. */
+  readonly retry?: Schedule.Schedule<unknown, ContainerdError>
+  /** How long a call must stay open without failing to count as live when no envelope came (default 200 ms). */
+  readonly settle?: Duration.DurationInput
+  /** Decoded items buffered ahead of a slow consumer before the call is back-pressured (default 1024). */
+  readonly bufferSize?: number
+}
+
+/** The longest wait between two subscribe attempts under the default schedule. */
+export const maxRetryDelay: Duration.Duration = Duration.seconds(5)
+
+/** The shortest wait between two subscribe attempts, whatever schedule is given. */
+export const minRetryDelay: Duration.Duration = Duration.millis(10)
+
+/** The default retry schedule: exponential from 100 ms, jittered, each wait at most 5 s, forever. */
+export const defaultRetry: Schedule.Schedule<Duration.Duration> = Schedule.exponential("100 millis").pipe(
+  Schedule.modifyDelay((_, delay) => Duration.min(delay, maxRetryDelay)),
+  Schedule.jittered,
+  Schedule.modifyDelay((_, delay) => Duration.min(delay, maxRetryDelay)),
+)
+
+/** The default settle time of a call that brought no envelope yet. */
+export const defaultSettle: Duration.Duration = Duration.millis(200)
+
+const ended = (): ContainerdError => new System({ message: "the event stream ended" })
+
+/** The live service over a `Containerd` service; fails when `options.namespace` is not a valid identifier. */
+export const make = (
+  containerd: Containerd.Service,
+  options: Options = {},
+): Effect.Effect<TaskEvents.Service, InvalidParameter> =>
+  Effect.map(validateIdentifier("namespace", options.namespace ?? containerd.namespace), (namespace) => {
+    const filter = filterFor(namespace)
+    const retry = Schedule.modifyDelay(options.retry ?? defaultRetry, (_, delay) =>
+      Duration.max(delay, minRetryDelay),
+    )
+    const settle = Duration.decode(options.settle ?? defaultSettle)
+    const capacity = options.bufferSize ?? 1024
+
+    const subscribe: Stream.Stream<TaskEventsItem, ContainerdError> = Stream.unwrapScoped(
+      Effect.gen(function* () {
+        const mailbox = yield* Mailbox.make<TaskEventsItem, ContainerdError>({ capacity })
+        const driver = yield* Schedule.driver(retry)
+
+        const handle = (envelope: Envelope): Effect.Effect<unknown> => {
+          const decoded = decodeEnvelope(envelope)
+          if (Either.isLeft(decoded)) {
+            return Effect.logWarning(
+              `skipping a malformed task event on ${envelope.topic}`,
+              decoded.left.message,
+            ).pipe(Effect.annotateLogs({ topic: envelope.topic, typeUrl: decoded.left.typeUrl }))
+          }
+          if (Option.isNone(decoded.right)) {
+            return Effect.logDebug(
+              `ignoring an event of type ${envelope.event?.typeUrl} on ${envelope.topic}`,
+            ).pipe(Effect.annotateLogs({ topic: envelope.topic }))
+          }
+          return mailbox.offer(decoded.right.value)
+        }
+
+        // One subscribe call, run to its end; the stream's finalizer cancels the call before this returns.
+        const once = (attempt: number, onLive: () => void): Effect.Effect<void, ContainerdError> => {
+          let live = false
+          const announce = (confirmed: boolean): Effect.Effect<unknown> => {
+            if (live) return Effect.void
+            live = true
+            onLive()
+            return mailbox.offer({ _tag: "Subscribed", attempt, confirmed })
+          }
+          const envelopes = Stream.map(containerd.events.subscribe([filter]), Option.some)
+          const settled = Stream.as(Stream.fromEffect(Effect.sleep(settle)), Option.none<Envelope>())
+          return Stream.runForEach(Stream.merge(envelopes, settled, { haltStrategy: "left" }), (item) =>
+            Option.isNone(item) ? announce(false) : Effect.zipRight(announce(true), handle(item.value)),
+          )
+        }
+
+        const loop = Effect.gen(function* () {
+          for (let attempt = 1; ; attempt++) {
+            let wasLive = false
+            const result = yield* Effect.either(
+              once(attempt, () => {
+                wasLive = true
+              }),
+            )
+            const failure = Either.isLeft(result) ? result.left : ended()
+            if (wasLive) yield* driver.reset
+            yield* Effect.logWarning("task event subscription failed", failure).pipe(
+              Effect.annotateLogs({ attempt, filter }),
+            )
+            const more = yield* Effect.either(driver.next(failure))
+            if (Either.isLeft(more)) return yield* Effect.fail(failure)
+          }
+        })
+
+        yield* Effect.forkScoped(Effect.onExit(loop, (exit) => mailbox.done(Exit.asVoid(exit))))
+        return Mailbox.toStream(mailbox)
+      }),
+    )
+
+    return { subscribe }
+  })
+
+/** Provides `TaskEvents` over the `Containerd` service in context. */
+export const layer = (options?: Options): Layer.Layer<TaskEvents, InvalidParameter, Containerd> =>
+  Layer.effect(
+    TaskEvents,
+    Effect.flatMap(Containerd, (containerd) => make(containerd, options)),
+  )
