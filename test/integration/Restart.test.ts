@@ -9,6 +9,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -22,7 +23,7 @@ import { Libcontainerd } from "../../src/services/Libcontainerd.js"
 import { busyboxSpec, cleanNamespace, freshNamespace } from "../support/daemon.js"
 import { exitOf, tempStateDir } from "../support/client.js"
 
-const outage = (downFor: string) =>
+const outage = (downFor: Duration.DurationInput) =>
   Effect.gen(function* () {
     const namespace = freshNamespace("restart")
     const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "restart-daemon-"))
