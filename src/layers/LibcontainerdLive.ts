@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import type * as Schedule from "effect/Schedule"
@@ -40,6 +41,7 @@ import {
 import { Backend } from "../services/Backend.js"
 import * as Checkpoint from "../internal/checkpoint.js"
 import * as EventQueue from "../internal/eventQueue.js"
+import * as Telemetry from "../internal/telemetry.js"
 import * as TaskEventsLive from "./TaskEventsLive.js"
 import { Containerd, leased, validateIdentifier, withNamespace } from "../services/Containerd.js"
 import { type AttachStdio, Libcontainerd, type StartOptions, type Status } from "../services/Libcontainerd.js"
@@ -154,7 +156,7 @@ export const make = (options: Options) =>
     const span =
       (name: string, attributes: Record<string, string>) =>
       <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-        Effect.withSpan(effect, `Libcontainerd.${name}`, {
+        Effect.withSpan(Telemetry.measured(name)(effect), `Libcontainerd.${name}`, {
           attributes: { ...attributes, "containerd.namespace": namespace },
           kind: "client",
         })
@@ -978,8 +980,16 @@ export const make = (options: Options) =>
       ),
     ).pipe(Effect.catchAllCause((cause) => Effect.logWarning("reconciliation incomplete", cause)))
 
+    const recordLag = (published: Timestamp) =>
+      published.seconds <= 0n
+        ? Effect.void
+        : Metric.update(Telemetry.eventLag, Date.now() - (Number(published.seconds) * 1000 + published.nanos / 1e6))
+
+    let subscriptions = 0
     yield* Stream.runForEach(taskEvents.subscribe, (item) =>
-      item._tag === "Subscribed" ? reconcile : handleEvent(item.event),
+      item._tag === "Subscribed"
+        ? Effect.zipRight(subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void, reconcile)
+        : Effect.zipRight(recordLag(item.timestamp), handleEvent(item.event)),
     ).pipe(
       Effect.catchAllCause((cause) =>
         Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("task event stream stopped", cause),
