@@ -59,7 +59,11 @@ export const summarize = (
 }
 
 /** Times `fn` n times (after `warmup` untimed runs); durations in ms. */
-export const timeIt = async (fn: () => Promise<unknown>, n: number, warmup = Math.min(20, n)): Promise<number[]> => {
+export const timeIt = async (
+  fn: () => Promise<unknown>,
+  n: number,
+  warmup = Math.min(20, n),
+): Promise<number[]> => {
   for (let i = 0; i < warmup; i++) await fn()
   const samples: number[] = []
   for (let i = 0; i < n; i++) {

@@ -167,7 +167,12 @@ const main = Effect.gen(function* () {
     )
     yield* program(stateDir, rootfs).pipe(Effect.provide(context))
     const left = yield* leftovers(stateDir).pipe(Effect.provide(context))
-    return { left, info: Option.getOrUndefined(yield* Effect.serviceOption(PrivateContainerd.PrivateContainerd).pipe(Effect.provide(context))) }
+    return {
+      left,
+      info: Option.getOrUndefined(
+        yield* Effect.serviceOption(PrivateContainerd.PrivateContainerd).pipe(Effect.provide(context)),
+      ),
+    }
   }).pipe(Effect.scoped)
 
   const problems = [...daemon.left]

@@ -21,9 +21,11 @@ const serviceError = (code: number, details: string) =>
 const codes = FastCheck.integer({ min: 0, max: 16 })
 /** Messages that contain none of the NotFound phrases. */
 const plainMessages = FastCheck.string().filter((s) => !phrases.some((p) => s.includes(p)))
-const phraseMessages = FastCheck.tuple(FastCheck.string(), FastCheck.constantFrom(...phrases), FastCheck.string()).map(
-  ([a, p, b]) => `${a}${p}${b}`,
-)
+const phraseMessages = FastCheck.tuple(
+  FastCheck.string(),
+  FastCheck.constantFrom(...phrases),
+  FastCheck.string(),
+).map(([a, p, b]) => `${a}${p}${b}`)
 
 const expectedTag = (code: number): ContainerdError["_tag"] => {
   switch (code) {
@@ -47,21 +49,29 @@ const errors = FastCheck.tuple(
 ).map(([Ctor, message, code]) => (code === undefined ? new Ctor({ message }) : new Ctor({ message, code })))
 
 describe("wrapError", () => {
-  it.prop("is total over arbitrary codes × messages and follows the code table", [codes, plainMessages], ([code, message]) => {
-    const error = wrapError(serviceError(code, message))
-    assert.isTrue(isContainerdError(error))
-    assert.strictEqual(error._tag, expectedTag(code))
-  })
+  it.prop(
+    "is total over arbitrary codes × messages and follows the code table",
+    [codes, plainMessages],
+    ([code, message]) => {
+      const error = wrapError(serviceError(code, message))
+      assert.isTrue(isContainerdError(error))
+      assert.strictEqual(error._tag, expectedTag(code))
+    },
+  )
 
   it.prop("the NotFound phrases win over every code", [codes, phraseMessages], ([code, message]) => {
     assert.strictEqual(wrapError(serviceError(code, message))._tag, "NotFound")
   })
 
-  it.prop("keeps containerd's message and code", [codes, FastCheck.string({ minLength: 1 })], ([code, message]) => {
-    const error = wrapError(serviceError(code, message))
-    assert.strictEqual(error.message, message)
-    assert.strictEqual(error.code, code)
-  })
+  it.prop(
+    "keeps containerd's message and code",
+    [codes, FastCheck.string({ minLength: 1 })],
+    ([code, message]) => {
+      const error = wrapError(serviceError(code, message))
+      assert.strictEqual(error.message, message)
+      assert.strictEqual(error.code, code)
+    },
+  )
 
   it.prop("is idempotent and passes library errors through unchanged", [errors], ([error]) => {
     assert.strictEqual(wrapError(error), error)
@@ -75,7 +85,10 @@ describe("wrapError", () => {
   })
 
   it("errno errors are System, with their message", () => {
-    const errno = Object.assign(new Error("ENOENT: no such file or directory, open '/x'"), { code: "ENOENT", errno: -2 })
+    const errno = Object.assign(new Error("ENOENT: no such file or directory, open '/x'"), {
+      code: "ENOENT",
+      errno: -2,
+    })
     const error = wrapError(errno)
     assert.strictEqual(error._tag, "System")
     assert.strictEqual(error.code, undefined)

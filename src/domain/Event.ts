@@ -10,7 +10,15 @@ import type { Timestamp } from "./Types.js"
 export const initProcessName = "init"
 
 /** What happened. */
-export type EventType = "create" | "start" | "exit" | "oom" | "exec-added" | "exec-started" | "paused" | "resumed"
+export type EventType =
+  | "create"
+  | "start"
+  | "exit"
+  | "oom"
+  | "exec-added"
+  | "exec-started"
+  | "paused"
+  | "resumed"
 
 /** Facts of one event. `processId` is the container id for the init process, the exec id for an exec. */
 export interface EventInfo {

@@ -1017,7 +1017,7 @@ const first = (checks: Iterable<Problem | undefined>): Problem | undefined => {
 
 function* processProblems(p: Process, at: string): Generator<Problem | undefined> {
   if (p.args === undefined || p.args.length === 0) yield [`${at}.args`, "must not be empty"]
-  if (false) yield [`${at}.cwd`, "must be an absolute path"]
+  if (!isAbsolute(p.cwd)) yield [`${at}.cwd`, "must be an absolute path"]
   yield checkId(`${at}.user.uid`, p.user.uid)
   yield checkId(`${at}.user.gid`, p.user.gid)
   for (const [i, gid] of (p.user.additionalGids ?? []).entries())

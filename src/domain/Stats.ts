@@ -35,7 +35,8 @@ const sumBy = <A>(entries: ReadonlyArray<A>, pick: (a: A) => bigint): bigint =>
   entries.reduce((total, entry) => total + pick(entry), 0n)
 
 /** Decodes a metrics sample; `undefined` for a payload of an unknown type. */
-export const fromMetric = (metric: TaskMetric): Stats | undefined => fromCgroupMetrics(metric.data, metric.timestamp)
+export const fromMetric = (metric: TaskMetric): Stats | undefined =>
+  fromCgroupMetrics(metric.data, metric.timestamp)
 
 /** Decodes cgroups v1 or v2 metrics. */
 export const fromCgroupMetrics = (data: CgroupMetrics, read: Timestamp | undefined): Stats | undefined => {

@@ -14,7 +14,8 @@ export interface Timestamp {
 }
 
 /** Converts a timestamp to a `Date` (millisecond precision). */
-export const timestampToDate = (t: Timestamp): Date => new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6))
+export const timestampToDate = (t: Timestamp): Date =>
+  new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6))
 
 /** The timestamp of a `Date`. */
 export const timestampFromDate = (d: Date): Timestamp => {

@@ -65,10 +65,9 @@ export class Conflict extends Schema.TaggedError<Conflict>("effect-containerd/Co
 }
 
 /** The request itself is wrong: a bad id, spec, address or option. Nothing was changed. */
-export class InvalidParameter extends Schema.TaggedError<InvalidParameter>("effect-containerd/InvalidParameter")(
-  "InvalidParameter",
-  fields,
-) {
+export class InvalidParameter extends Schema.TaggedError<InvalidParameter>(
+  "effect-containerd/InvalidParameter",
+)("InvalidParameter", fields) {
   readonly [TypeId]: TypeId = TypeId
 }
 
@@ -81,8 +80,9 @@ export class System extends Schema.TaggedError<System>("effect-containerd/System
 export type ContainerdError = NotFound | Conflict | InvalidParameter | System
 
 /** Schema of the union, for encoding errors across a boundary. */
-export const ContainerdError: Schema.Union<[typeof NotFound, typeof Conflict, typeof InvalidParameter, typeof System]> =
-  Schema.Union(NotFound, Conflict, InvalidParameter, System)
+export const ContainerdError: Schema.Union<
+  [typeof NotFound, typeof Conflict, typeof InvalidParameter, typeof System]
+> = Schema.Union(NotFound, Conflict, InvalidParameter, System)
 
 /** Whether a value is one of the library's errors. */
 export const isContainerdError = (u: unknown): u is ContainerdError => Predicate.hasProperty(u, TypeId)

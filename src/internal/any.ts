@@ -41,7 +41,8 @@ export const packResources = (resources: Spec.LinuxResources): Any => json(TypeU
 export const unpackSpec = (any: Any): Effect.Effect<Spec.Spec, System | InvalidParameter> =>
   Effect.try({
     try: () => JSON.parse(Buffer.from(any.value).toString("utf8")) as unknown,
-    catch: (cause) => new System({ message: `containerd returned a spec that is not JSON (${any.typeUrl})`, cause }),
+    catch: (cause) =>
+      new System({ message: `containerd returned a spec that is not JSON (${any.typeUrl})`, cause }),
   }).pipe(Effect.flatMap(Spec.decode))
 
 const withoutDefaults = <A extends object>(value: A): Partial<A> => {
@@ -61,7 +62,9 @@ export const packRuncOptions = (options: T.RuncOptions): Any => ({
 
 /** Reads runc v2 options; other payloads give `undefined`. */
 export const unpackRuncOptions = (any: Any): T.RuncOptions | undefined =>
-  any.typeUrl === TypeUrl.runcOptions ? (withoutDefaults(Options.decode(any.value)) as T.RuncOptions) : undefined
+  any.typeUrl === TypeUrl.runcOptions
+    ? (withoutDefaults(Options.decode(any.value)) as T.RuncOptions)
+    : undefined
 
 /** Packs checkpoint options. */
 export const packCheckpointOptions = (options: T.CheckpointOptions): Any => ({

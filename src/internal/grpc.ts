@@ -74,7 +74,9 @@ export const serverStream = <Req, Res>(
   )
 
 /** Reads an object-mode readable one message at a time, honouring back-pressure. */
-const pullReadable = <A>(readable: NodeJS.ReadableStream & { read(): unknown }): Stream.Stream<A, ContainerdError> => {
+const pullReadable = <A>(
+  readable: NodeJS.ReadableStream & { read(): unknown },
+): Stream.Stream<A, ContainerdError> => {
   let ended = false
   let failure: ContainerdError | undefined
   let wake: (() => void) | undefined
@@ -136,7 +138,10 @@ export const duplex = <Req, Res>(
         call.on("data", (response: Res) => Queue.unsafeOffer(responses, Exit.succeed(response)))
         call.on("error", (error) => Queue.unsafeOffer(responses, Exit.fail(wrapError(error))))
         call.on("end", () =>
-          Queue.unsafeOffer(responses, Exit.fail(wrapError(new Error(`${method.path}: the stream ended early`)))),
+          Queue.unsafeOffer(
+            responses,
+            Exit.fail(wrapError(new Error(`${method.path}: the stream ended early`))),
+          ),
         )
         return call
       }),

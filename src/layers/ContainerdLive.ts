@@ -13,7 +13,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Grpc from "@grpc/grpc-js"
 import * as Config from "effect/Config"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
@@ -72,11 +72,15 @@ export const defaultAddress = "/run/containerd/containerd.sock"
 const socketPath = (address: string): Effect.Effect<string, InvalidParameter> => {
   const path = address.startsWith("unix://") ? address.slice("unix://".length) : address
   if (path.length === 0) {
-    return Effect.fail(new InvalidParameter({ message: "address: must not be empty (the path of containerd's socket)" }))
+    return Effect.fail(
+      new InvalidParameter({ message: "address: must not be empty (the path of containerd's socket)" }),
+    )
   }
   if (!Path.isAbsolute(path)) {
     return Effect.fail(
-      new InvalidParameter({ message: `address: ${JSON.stringify(address)} must be an absolute path to a unix socket` }),
+      new InvalidParameter({
+        message: `address: ${JSON.stringify(address)} must be an absolute path to a unix socket`,
+      }),
     )
   }
   return Effect.succeed(path)
@@ -150,7 +154,9 @@ const fromContainerInput = (input: T.ContainerInput): Effect.Effect<PbContainer,
       image: input.image ?? "",
       runtime: {
         name: input.runtime?.name ?? defaultRuntime,
-        ...(input.runtime?.options === undefined ? {} : { options: Any.packRuncOptions(input.runtime.options) }),
+        ...(input.runtime?.options === undefined
+          ? {}
+          : { options: Any.packRuncOptions(input.runtime.options) }),
       },
       spec: Any.packSpec(spec),
       snapshotter: "",
@@ -191,13 +197,23 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
   const metadata: Effect.Effect<Grpc.Metadata> = Effect.zipWith(
     FiberRef.get(currentNamespace),
     FiberRef.get(currentLease),
-    (namespace, lease) => metadataFor(Option.getOrElse(namespace, () => defaultNamespace), lease),
+    (namespace, lease) =>
+      metadataFor(
+        Option.getOrElse(namespace, () => defaultNamespace),
+        lease,
+      ),
   )
 
-  const unary = <Req, Res>(method: Call.Method<Req, Res>, request: Req): Effect.Effect<Res, ContainerdError> =>
+  const unary = <Req, Res>(
+    method: Call.Method<Req, Res>,
+    request: Req,
+  ): Effect.Effect<Res, ContainerdError> =>
     Effect.flatMap(metadata, (md) => Call.unary(client, method, request, md))
 
-  const serverStream = <Req, Res>(method: Call.Method<Req, Res>, request: Req): Stream.Stream<Res, ContainerdError> =>
+  const serverStream = <Req, Res>(
+    method: Call.Method<Req, Res>,
+    request: Req,
+  ): Stream.Stream<Res, ContainerdError> =>
     Stream.unwrap(Effect.map(metadata, (md) => Call.serverStream(client, method, request, md)))
 
   const Tasks = TasksService
@@ -206,18 +222,21 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     revision: r.revision,
   }))
 
-  const health: Containerd.Service["health"] = Effect.map(unary(HealthService.check, { service: "" }), (r) => {
-    switch (r.status) {
-      case HealthCheckResponse_ServingStatus.SERVING:
-        return "SERVING" as const
-      case HealthCheckResponse_ServingStatus.NOT_SERVING:
-        return "NOT_SERVING" as const
-      case HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN:
-        return "SERVICE_UNKNOWN" as const
-      default:
-        return "UNKNOWN" as const
-    }
-  })
+  const health: Containerd.Service["health"] = Effect.map(
+    unary(HealthService.check, { service: "" }),
+    (r) => {
+      switch (r.status) {
+        case HealthCheckResponse_ServingStatus.SERVING:
+          return "SERVING" as const
+        case HealthCheckResponse_ServingStatus.NOT_SERVING:
+          return "NOT_SERVING" as const
+        case HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN:
+          return "SERVICE_UNKNOWN" as const
+        default:
+          return "UNKNOWN" as const
+      }
+    },
+  )
 
   const writeContent = <E, R>(
     options: WriteContentOptions,
@@ -320,7 +339,9 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
           ),
         ),
       delete: (id) =>
-        Effect.flatMap(validateIdentifier("id", id), () => Effect.asVoid(unary(ContainersService.delete, { id }))),
+        Effect.flatMap(validateIdentifier("id", id), () =>
+          Effect.asVoid(unary(ContainersService.delete, { id })),
+        ),
     },
     tasks: {
       create: (input) =>
@@ -352,7 +373,9 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
           toProcess(r.process, ref.containerId),
         ),
       list: (filter = "") =>
-        Effect.map(unary(Tasks.list, { filter }), (r) => r.tasks.map((p) => toProcess(p, p.containerId || p.id))),
+        Effect.map(unary(Tasks.list, { filter }), (r) =>
+          r.tasks.map((p) => toProcess(p, p.containerId || p.id)),
+        ),
       delete: (ref) =>
         Effect.map(unary(Tasks.delete, { containerId: ref.containerId }), (r) => ({
           id: r.id,
@@ -401,7 +424,11 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
         ),
       closeIO: (input) =>
         Effect.asVoid(
-          unary(Tasks.closeIo, { containerId: input.containerId, execId: input.execId ?? "", stdin: input.stdin }),
+          unary(Tasks.closeIo, {
+            containerId: input.containerId,
+            execId: input.execId ?? "",
+            stdin: input.stdin,
+          }),
         ),
       pause: (containerId) => Effect.asVoid(unary(Tasks.pause, { containerId })),
       resume: (containerId) => Effect.asVoid(unary(Tasks.resume, { containerId })),
@@ -439,7 +466,10 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
           r.metrics.map((m) => ({
             id: m.id,
             timestamp: m.timestamp,
-            data: m.data === undefined ? { _tag: "unknown" as const, data: { typeUrl: "", value: new Uint8Array() } } : Any.unpackMetrics(m.data),
+            data:
+              m.data === undefined
+                ? { _tag: "unknown" as const, data: { typeUrl: "", value: new Uint8Array() } }
+                : Any.unpackMetrics(m.data),
           })),
         ),
     },
@@ -474,16 +504,20 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
           }),
           (r) => toImage(r.image),
         ),
-      delete: (name, options) => Effect.asVoid(unary(ImagesService.delete, { name, sync: options?.sync ?? false })),
+      delete: (name, options) =>
+        Effect.asVoid(unary(ImagesService.delete, { name, sync: options?.sync ?? false })),
     },
     leases: {
       create: (options = {}) =>
-        Effect.flatMap(unary(LeasesService.create, { id: options.id ?? "", labels: { ...options.labels } }), (r) =>
-          r.lease === undefined
-            ? Effect.fail(new System({ message: "containerd answered without a lease" }))
-            : Effect.succeed({ id: r.lease.id, labels: r.lease.labels, createdAt: r.lease.createdAt }),
+        Effect.flatMap(
+          unary(LeasesService.create, { id: options.id ?? "", labels: { ...options.labels } }),
+          (r) =>
+            r.lease === undefined
+              ? Effect.fail(new System({ message: "containerd answered without a lease" }))
+              : Effect.succeed({ id: r.lease.id, labels: r.lease.labels, createdAt: r.lease.createdAt }),
         ),
-      delete: (id, options) => Effect.asVoid(unary(LeasesService.delete, { id, sync: options?.sync ?? false })),
+      delete: (id, options) =>
+        Effect.asVoid(unary(LeasesService.delete, { id, sync: options?.sync ?? false })),
     },
     events: {
       subscribe: (filters) =>

@@ -983,12 +983,18 @@ export const make = (options: Options) =>
     const recordLag = (published: Timestamp) =>
       published.seconds <= 0n
         ? Effect.void
-        : Metric.update(Telemetry.eventLag, Date.now() - (Number(published.seconds) * 1000 + published.nanos / 1e6))
+        : Metric.update(
+            Telemetry.eventLag,
+            Date.now() - (Number(published.seconds) * 1000 + published.nanos / 1e6),
+          )
 
     let subscriptions = 0
     yield* Stream.runForEach(taskEvents.subscribe, (item) =>
       item._tag === "Subscribed"
-        ? Effect.zipRight(subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void, reconcile)
+        ? Effect.zipRight(
+            subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void,
+            reconcile,
+          )
         : Effect.zipRight(recordLag(item.timestamp), handleEvent(item.event)),
     ).pipe(
       Effect.catchAllCause((cause) =>

@@ -56,10 +56,15 @@ export interface Options {
 }
 
 /** The running private daemon, provided beside `Containerd` by `layer`. */
-export class PrivateContainerd extends Context.Tag("effect-containerd/PrivateContainerd")<PrivateContainerd, Info>() {}
+export class PrivateContainerd extends Context.Tag("effect-containerd/PrivateContainerd")<
+  PrivateContainerd,
+  Info
+>() {}
 
 const which = (name: string): string | undefined => {
-  for (const dir of (process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(":")) {
+  for (const dir of (
+    process.env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  ).split(":")) {
     const candidate = Path.join(dir, name)
     try {
       Fs.accessSync(candidate, Fs.constants.X_OK)
@@ -83,7 +88,8 @@ const checkPrerequisites = Effect.suspend(() => {
   if (typeof process.getuid === "function" && process.getuid() !== 0) {
     return Effect.fail(
       new System({
-        message: "cannot start a private containerd: it must run as root (uid 0); run as root or set CONTAINERD_ADDRESS to a daemon you can reach",
+        message:
+          "cannot start a private containerd: it must run as root (uid 0); run as root or set CONTAINERD_ADDRESS to a daemon you can reach",
       }),
     )
   }
@@ -136,7 +142,9 @@ const mountsUnder = (dir: string): ReadonlyArray<string> => {
     return Fs.readFileSync("/proc/self/mountinfo", "utf8")
       .split("\n")
       .map((line) => line.split(" ")[4] ?? "")
-      .map((escaped) => escaped.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))))
+      .map((escaped) =>
+        escaped.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8))),
+      )
       .filter((mountPoint) => mountPoint === dir || mountPoint.startsWith(dir + "/"))
       .sort((a, b) => b.length - a.length)
   } catch {
@@ -175,13 +183,17 @@ const killAllTasks = (state: string) =>
           yield* Effect.forEach(
             tasks,
             (task) =>
-              containerd.tasks.kill({ containerId: task.id, signal: 9, all: true }).pipe(
-                Effect.ignore,
-                Effect.zipRight(
-                  containerd.tasks.wait({ containerId: task.id }).pipe(Effect.timeout("5 seconds"), Effect.ignore),
+              containerd.tasks
+                .kill({ containerId: task.id, signal: 9, all: true })
+                .pipe(
+                  Effect.ignore,
+                  Effect.zipRight(
+                    containerd.tasks
+                      .wait({ containerId: task.id })
+                      .pipe(Effect.timeout("5 seconds"), Effect.ignore),
+                  ),
+                  Effect.zipRight(containerd.tasks.delete({ containerId: task.id }).pipe(Effect.ignore)),
                 ),
-                Effect.zipRight(containerd.tasks.delete({ containerId: task.id }).pipe(Effect.ignore)),
-              ),
             { concurrency: 8, discard: true },
           )
           const containers = yield* containerd.containers.list()
@@ -214,7 +226,8 @@ export const start = (options: Options = {}): Effect.Effect<Info, ContainerdErro
           }
           return Fs.mkdtempSync(Path.join(options.parentDir ?? Os.tmpdir(), "effect-containerd-"))
         },
-        catch: (cause) => new System({ message: `cannot create the private containerd dir: ${String(cause)}`, cause }),
+        catch: (cause) =>
+          new System({ message: `cannot create the private containerd dir: ${String(cause)}`, cause }),
       }),
       (dir) => (removeDir ? unmountAndRemove(dir) : Effect.void),
     )
@@ -228,7 +241,8 @@ export const start = (options: Options = {}): Effect.Effect<Info, ContainerdErro
         Fs.writeFileSync(configPath, configToml(dir, options.logLevel ?? "warn"))
         Fs.rmSync(address, { force: true })
       },
-      catch: (cause) => new System({ message: `cannot write the private containerd config in ${dir}`, cause }),
+      catch: (cause) =>
+        new System({ message: `cannot write the private containerd config in ${dir}`, cause }),
     })
 
     const child = yield* Effect.acquireRelease(
@@ -322,7 +336,9 @@ export const layer = (options: Options = {}): Layer.Layer<Containerd | PrivateCo
         killAllTasks(info.state).pipe(
           Effect.provide(context),
           Effect.timeout("30 seconds"),
-          Effect.catchAllCause((cause) => Effect.logWarning("private containerd: task clean-up incomplete", cause)),
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning("private containerd: task clean-up incomplete", cause),
+          ),
         ),
       )
       return Context.add(context, PrivateContainerd, info)

@@ -16,7 +16,11 @@ export declare namespace Backend {
   /** What the client calls for every processed event. */
   export interface Service {
     /** Handles one event. A failure is logged with the container and event; the stream goes on. */
-    readonly processEvent: (containerId: string, type: EventType, info: EventInfo) => Effect.Effect<void, unknown>
+    readonly processEvent: (
+      containerId: string,
+      type: EventType,
+      info: EventInfo,
+    ) => Effect.Effect<void, unknown>
   }
 }
 
@@ -29,7 +33,10 @@ export const make = (
 ): Backend.Service => ({ processEvent })
 
 /** A Backend that ignores every event (for users who read `Libcontainerd.events` instead). */
-export const layerNoop: Layer.Layer<Backend> = Layer.succeed(Backend, make(() => Effect.void))
+export const layerNoop: Layer.Layer<Backend> = Layer.succeed(
+  Backend,
+  make(() => Effect.void),
+)
 
 /** One event a `Recorder` saw. */
 export interface Recorded {

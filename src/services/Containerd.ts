@@ -92,7 +92,9 @@ export declare namespace Containerd {
     readonly containers: {
       readonly create: (container: ContainerInput) => Effect.Effect<Container, ContainerdError>
       readonly get: (id: string) => Effect.Effect<Container, ContainerdError>
-      readonly list: (filters?: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<Container>, ContainerdError>
+      readonly list: (
+        filters?: ReadonlyArray<string>,
+      ) => Effect.Effect<ReadonlyArray<Container>, ContainerdError>
       /** Replaces the fields named in `fieldPaths` (all when empty), e.g. `["labels", "spec"]`. */
       readonly update: (
         container: ContainerInput,
@@ -105,7 +107,9 @@ export declare namespace Containerd {
       readonly start: (ref: ProcessRef) => Effect.Effect<Started, ContainerdError>
       readonly get: (ref: ProcessRef) => Effect.Effect<ProcessRecord, ContainerdError>
       readonly list: (filter?: string) => Effect.Effect<ReadonlyArray<ProcessRecord>, ContainerdError>
-      readonly delete: (ref: { readonly containerId: string }) => Effect.Effect<DeletedProcess, ContainerdError>
+      readonly delete: (ref: {
+        readonly containerId: string
+      }) => Effect.Effect<DeletedProcess, ContainerdError>
       readonly deleteProcess: (ref: {
         readonly containerId: string
         readonly execId: string
@@ -117,7 +121,9 @@ export declare namespace Containerd {
       readonly resizePty: (
         input: ProcessRef & { readonly width: number; readonly height: number },
       ) => Effect.Effect<void, ContainerdError>
-      readonly closeIO: (input: ProcessRef & { readonly stdin: boolean }) => Effect.Effect<void, ContainerdError>
+      readonly closeIO: (
+        input: ProcessRef & { readonly stdin: boolean },
+      ) => Effect.Effect<void, ContainerdError>
       readonly pause: (containerId: string) => Effect.Effect<void, ContainerdError>
       readonly resume: (containerId: string) => Effect.Effect<void, ContainerdError>
       readonly listPids: (containerId: string) => Effect.Effect<ReadonlyArray<PidInfo>, ContainerdError>
@@ -134,7 +140,9 @@ export declare namespace Containerd {
       /** Blocks until the process exits; interrupting the fiber cancels the call. */
       readonly wait: (ref: ProcessRef) => Effect.Effect<ExitStatus, ContainerdError>
       /** Metrics of the tasks matching the filters, e.g. `["id==web"]`; cgroups v1/v2 payloads decoded. */
-      readonly metrics: (filters: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<TaskMetric>, ContainerdError>
+      readonly metrics: (
+        filters: ReadonlyArray<string>,
+      ) => Effect.Effect<ReadonlyArray<TaskMetric>, ContainerdError>
     }
     readonly content: {
       readonly info: (digest: string) => Effect.Effect<ContentInfo, ContainerdError>
@@ -159,14 +167,20 @@ export declare namespace Containerd {
     readonly images: {
       readonly get: (name: string) => Effect.Effect<Image, ContainerdError>
       readonly create: (image: Image) => Effect.Effect<Image, ContainerdError>
-      readonly delete: (name: string, options?: { readonly sync?: boolean }) => Effect.Effect<void, ContainerdError>
+      readonly delete: (
+        name: string,
+        options?: { readonly sync?: boolean },
+      ) => Effect.Effect<void, ContainerdError>
     }
     readonly leases: {
       readonly create: (options?: {
         readonly id?: string
         readonly labels?: Readonly<Record<string, string>>
       }) => Effect.Effect<Lease, ContainerdError>
-      readonly delete: (id: string, options?: { readonly sync?: boolean }) => Effect.Effect<void, ContainerdError>
+      readonly delete: (
+        id: string,
+        options?: { readonly sync?: boolean },
+      ) => Effect.Effect<void, ContainerdError>
     }
     readonly events: {
       /** Envelopes matching any of the filters; the finalizer cancels the subscription. */
@@ -176,7 +190,10 @@ export declare namespace Containerd {
 }
 
 /** The wire service's tag. */
-export class Containerd extends Context.Tag("effect-containerd/Containerd")<Containerd, Containerd.Service>() {
+export class Containerd extends Context.Tag("effect-containerd/Containerd")<
+  Containerd,
+  Containerd.Service
+>() {
   /** Runs an effect (or stream) with another containerd namespace than the layer's default. */
   static readonly withNamespace = (namespace: string) => withNamespace(namespace)
   /** Runs an effect with calls carrying the `containerd-lease` header. */
@@ -184,14 +201,14 @@ export class Containerd extends Context.Tag("effect-containerd/Containerd")<Cont
 }
 
 /** The per-fiber namespace override; `None` means the layer's default. */
-export const currentNamespace: FiberRef.FiberRef<Option.Option<string>> = FiberRef.unsafeMake<Option.Option<string>>(
-  Option.none(),
-)
+export const currentNamespace: FiberRef.FiberRef<Option.Option<string>> = FiberRef.unsafeMake<
+  Option.Option<string>
+>(Option.none())
 
 /** The per-fiber lease the calls carry, if any. */
-export const currentLease: FiberRef.FiberRef<Option.Option<string>> = FiberRef.unsafeMake<Option.Option<string>>(
-  Option.none(),
-)
+export const currentLease: FiberRef.FiberRef<Option.Option<string>> = FiberRef.unsafeMake<
+  Option.Option<string>
+>(Option.none())
 
 /**
  * Runs an effect with calls in another namespace. An invalid namespace fails
@@ -226,4 +243,3 @@ export const leased = <A, E, R>(
       (lease) => Effect.ignore(containerd.leases.delete(lease.id, { sync: true })),
     ),
   )
-

@@ -86,7 +86,11 @@ export declare namespace Libcontainerd {
     /** The daemon's version. */
     readonly version: Effect.Effect<{ readonly version: string; readonly revision: string }, ContainerdError>
     /** Creates the container and its bundle dir `<stateDir>/<id>`; no task yet. */
-    readonly create: (id: string, spec: Spec, runtimeOptions?: RuncOptions) => Effect.Effect<void, ContainerdError>
+    readonly create: (
+      id: string,
+      spec: Spec,
+      runtimeOptions?: RuncOptions,
+    ) => Effect.Effect<void, ContainerdError>
     /** Creates and starts the container's task with its stdio; returns the init's pid. */
     readonly start: <E = never, R = never>(
       id: string,
@@ -134,7 +138,10 @@ export declare namespace Libcontainerd {
     /** The state of the container's task. */
     readonly status: (containerId: string) => Effect.Effect<Status, ContainerdError>
     /** Changes the running task's resource limits. */
-    readonly updateResources: (containerId: string, resources: LinuxResources) => Effect.Effect<void, ContainerdError>
+    readonly updateResources: (
+      containerId: string,
+      resources: LinuxResources,
+    ) => Effect.Effect<void, ContainerdError>
     /**
      * Loads a container and its task (and its running execs) from containerd and
      * re-attaches their stdio; `attachStdio` is called once per process.

@@ -40,11 +40,15 @@ export const writeRootfs = (dir: string, binary: string = busyboxPath): Effect.E
         const link = Path.join(dir, "bin", applet)
         if (applet !== "busybox" && !Fs.existsSync(link)) Fs.symlinkSync("busybox", link)
       }
-      Fs.writeFileSync(Path.join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+      Fs.writeFileSync(
+        Path.join(dir, "etc", "passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+      )
       Fs.writeFileSync(Path.join(dir, "etc", "group"), "root:x:0:\nnogroup:x:65534:\n")
       return dir
     },
-    catch: (cause) => new System({ message: `cannot build a busybox rootfs in ${dir}: ${String(cause)}`, cause }),
+    catch: (cause) =>
+      new System({ message: `cannot build a busybox rootfs in ${dir}: ${String(cause)}`, cause }),
   })
 
 /** A busybox rootfs in a fresh temp dir, removed when the scope closes. */

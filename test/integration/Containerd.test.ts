@@ -9,7 +9,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import { ContainersService } from "../../generated/containerd/services/containers/v1/containers.js"
 import { TasksService } from "../../generated/containerd/services/tasks/v1/tasks.js"
-import * as Spec from "../../src/domain/Spec.js"
+import type * as Spec from "../../src/domain/Spec.js"
 import { wrapError } from "../../src/errors/ContainerdError.js"
 import * as Call from "../../src/internal/grpc.js"
 import * as ContainerdLive from "../../src/layers/ContainerdLive.js"
@@ -104,7 +104,10 @@ describe("Containerd (live, real daemon)", () => {
     it.effect("task of a container without one is NotFound", () =>
       Effect.gen(function* () {
         const containerd = yield* Containerd
-        yield* containerd.containers.create({ id: "notask", spec: busyboxSpec("notask", namespace, ["/bin/true"]) })
+        yield* containerd.containers.create({
+          id: "notask",
+          spec: busyboxSpec("notask", namespace, ["/bin/true"]),
+        })
         const error = yield* Effect.flip(containerd.tasks.get({ containerId: "notask" }))
         assert.strictEqual(error._tag, "NotFound")
         assert.strictEqual(error.code, 5)
@@ -115,7 +118,10 @@ describe("Containerd (live, real daemon)", () => {
     it.effect("a task runs the default spec to exit 0 and is deleted with its status", () =>
       Effect.gen(function* () {
         const containerd = yield* Containerd
-        yield* containerd.containers.create({ id: "runs", spec: busyboxSpec("runs", namespace, ["/bin/true"]) })
+        yield* containerd.containers.create({
+          id: "runs",
+          spec: busyboxSpec("runs", namespace, ["/bin/true"]),
+        })
         yield* containerd.tasks.create({ containerId: "runs" })
         const waiting = yield* Effect.fork(containerd.tasks.wait({ containerId: "runs" }))
         const started = yield* containerd.tasks.start({ containerId: "runs" })
@@ -129,43 +135,48 @@ describe("Containerd (live, real daemon)", () => {
     )
   })
 
-  it.live("the daemon's own InvalidArgument for a bad id maps to InvalidParameter, code and message kept", () =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const client = yield* Effect.acquireRelease(
-          Effect.sync(() => new Grpc.Client(`unix://${address()}`, Grpc.credentials.createInsecure())),
-          (c) => Effect.sync(() => c.close()),
-        )
-        const md = new Grpc.Metadata()
-        md.set("containerd-namespace", namespace)
-        const spec = busyboxSpec("x", namespace, ["/bin/true"])
-        for (const id of ["a/b", "x".repeat(80)]) {
-          const error = yield* Effect.flip(
-            Call.unary(
-              client,
-              ContainersService.create,
-              {
-                container: {
-                  id,
-                  labels: {},
-                  image: "",
-                  runtime: { name: "io.containerd.runc.v2" },
-                  spec: { typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec", value: Buffer.from(JSON.stringify(spec)) },
-                  snapshotter: "",
-                  snapshotKey: "",
-                  extensions: {},
-                },
-              },
-              md,
-            ),
+  it.live(
+    "the daemon's own InvalidArgument for a bad id maps to InvalidParameter, code and message kept",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const client = yield* Effect.acquireRelease(
+            Effect.sync(() => new Grpc.Client(`unix://${address()}`, Grpc.credentials.createInsecure())),
+            (c) => Effect.sync(() => c.close()),
           )
-          assert.strictEqual(error._tag, "InvalidParameter")
-          assert.strictEqual(error.code, 3)
-          assert.include(error.message, "identifier")
-          assert.strictEqual(wrapError(error), error)
-        }
-      }),
-    ),
+          const md = new Grpc.Metadata()
+          md.set("containerd-namespace", namespace)
+          const spec = busyboxSpec("x", namespace, ["/bin/true"])
+          for (const id of ["a/b", "x".repeat(80)]) {
+            const error = yield* Effect.flip(
+              Call.unary(
+                client,
+                ContainersService.create,
+                {
+                  container: {
+                    id,
+                    labels: {},
+                    image: "",
+                    runtime: { name: "io.containerd.runc.v2" },
+                    spec: {
+                      typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Spec",
+                      value: Buffer.from(JSON.stringify(spec)),
+                    },
+                    snapshotter: "",
+                    snapshotKey: "",
+                    extensions: {},
+                  },
+                },
+                md,
+              ),
+            )
+            assert.strictEqual(error._tag, "InvalidParameter")
+            assert.strictEqual(error.code, 3)
+            assert.include(error.message, "identifier")
+            assert.strictEqual(wrapError(error), error)
+          }
+        }),
+      ),
   )
 
   it.live("ids our client rejects never reach the daemon", () =>
@@ -199,7 +210,10 @@ describe("Containerd (live, real daemon)", () => {
       const layer = ContainerdLive.layer({ address: address(), namespace, interceptors: [interceptor] })
       yield* Effect.gen(function* () {
         const containerd = yield* Containerd
-        yield* containerd.containers.create({ id: "sleeper", spec: busyboxSpec("sleeper", namespace, ["sleep", "600"]) })
+        yield* containerd.containers.create({
+          id: "sleeper",
+          spec: busyboxSpec("sleeper", namespace, ["sleep", "600"]),
+        })
         yield* containerd.tasks.create({ containerId: "sleeper" })
         yield* containerd.tasks.start({ containerId: "sleeper" })
         const waiting = yield* Effect.fork(containerd.tasks.wait({ containerId: "sleeper" }))
@@ -263,7 +277,9 @@ describe("Containerd (live, real daemon)", () => {
           assert.strictEqual(error._tag, "InvalidParameter")
           assert.match(error.message, /^address: /)
         }
-        const nsError = yield* Effect.flip(Effect.scoped(ContainerdLive.make({ address: address(), namespace: "no/slash" })))
+        const nsError = yield* Effect.flip(
+          Effect.scoped(ContainerdLive.make({ address: address(), namespace: "no/slash" })),
+        )
         assert.strictEqual(nsError._tag, "InvalidParameter")
         assert.match(nsError.message, /^namespace: /)
       }),

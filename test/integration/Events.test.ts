@@ -18,8 +18,9 @@ const spec = (id: string, args: ReadonlyArray<string>) => busyboxSpec(id, namesp
 
 /** The recorded events of one container, as `type:processId`. */
 const eventsOf = (containerId: string) =>
-  Effect.map(Effect.flatMap(Backend.Recorder, (r) => r.events), (all) =>
-    all.filter((e) => e.containerId === containerId),
+  Effect.map(
+    Effect.flatMap(Backend.Recorder, (r) => r.events),
+    (all) => all.filter((e) => e.containerId === containerId),
   )
 
 describe("task events (real daemon)", () => {
@@ -48,41 +49,50 @@ describe("task events (real daemon)", () => {
       }),
     )
 
-    it.effect("an exec delivers exec-added, exec-started, exit; then the process and its FIFOs are gone", () =>
-      Effect.gen(function* () {
-        const client = yield* Libcontainerd
-        const base = spec("withexec", ["sleep", "60"])
-        yield* client.create("withexec", base)
-        yield* client.start("withexec")
-        const execPid = yield* client.exec("withexec", "job", Spec.processFrom(base, { args: ["sh", "-c", "exit 4"] }), {
-          withStdin: true,
-        })
-        const exit = yield* exitOf("withexec", "job")
-        assert.strictEqual(exit.exitCode, 4)
-        assert.strictEqual(exit.pid, execPid)
-        const execEvents = (yield* eventsOf("withexec")).filter((e) => e.info.processId === "job")
-        assert.deepStrictEqual(
-          execEvents.map((e) => e.type),
-          ["exec-added", "exec-started", "exit"],
-        )
-        // the exit's clean-up runs right after the Backend call, in the container's queue
-        const c = yield* Containerd
-        let gone = false
-        for (let i = 0; i < 200 && !gone; i++) {
-          const found = yield* Containerd.withNamespace(namespace)(
-            c.tasks.get({ containerId: "withexec", execId: "job" }),
-          ).pipe(Effect.option)
-          gone = found._tag === "None" && !Fs.readdirSync(Path.join(stateDir, "withexec")).some((f) => f.startsWith("job-"))
-          if (!gone) yield* Effect.sleep("10 millis")
-        }
-        assert.isTrue(gone, "exec deleted in containerd and its FIFOs removed")
-        const again = yield* Effect.flip(client.signalProcess("withexec", "job", "SIGTERM"))
-        assert.deepInclude(again, { _tag: "NotFound", message: "no such exec" })
-        yield* client.signalProcess("withexec", "init", "SIGKILL")
-        yield* exitOf("withexec")
-        yield* client.deleteTask("withexec")
-        yield* client.delete("withexec")
-      }),
+    it.effect(
+      "an exec delivers exec-added, exec-started, exit; then the process and its FIFOs are gone",
+      () =>
+        Effect.gen(function* () {
+          const client = yield* Libcontainerd
+          const base = spec("withexec", ["sleep", "60"])
+          yield* client.create("withexec", base)
+          yield* client.start("withexec")
+          const execPid = yield* client.exec(
+            "withexec",
+            "job",
+            Spec.processFrom(base, { args: ["sh", "-c", "exit 4"] }),
+            {
+              withStdin: true,
+            },
+          )
+          const exit = yield* exitOf("withexec", "job")
+          assert.strictEqual(exit.exitCode, 4)
+          assert.strictEqual(exit.pid, execPid)
+          const execEvents = (yield* eventsOf("withexec")).filter((e) => e.info.processId === "job")
+          assert.deepStrictEqual(
+            execEvents.map((e) => e.type),
+            ["exec-added", "exec-started", "exit"],
+          )
+          // the exit's clean-up runs right after the Backend call, in the container's queue
+          const c = yield* Containerd
+          let gone = false
+          for (let i = 0; i < 200 && !gone; i++) {
+            const found = yield* Containerd.withNamespace(namespace)(
+              c.tasks.get({ containerId: "withexec", execId: "job" }),
+            ).pipe(Effect.option)
+            gone =
+              found._tag === "None" &&
+              !Fs.readdirSync(Path.join(stateDir, "withexec")).some((f) => f.startsWith("job-"))
+            if (!gone) yield* Effect.sleep("10 millis")
+          }
+          assert.isTrue(gone, "exec deleted in containerd and its FIFOs removed")
+          const again = yield* Effect.flip(client.signalProcess("withexec", "job", "SIGTERM"))
+          assert.deepInclude(again, { _tag: "NotFound", message: "no such exec" })
+          yield* client.signalProcess("withexec", "init", "SIGKILL")
+          yield* exitOf("withexec")
+          yield* client.deleteTask("withexec")
+          yield* client.delete("withexec")
+        }),
     )
 
     it.effect("pause and resume deliver paused and resumed", () =>
@@ -107,7 +117,11 @@ describe("task events (real daemon)", () => {
       Effect.gen(function* () {
         const client = yield* Libcontainerd
         const hog = Spec.withMemoryLimit(
-          spec("hog", ["sh", "-c", "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]),
+          spec("hog", [
+            "sh",
+            "-c",
+            "x=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+          ]),
           16 * 1024 * 1024,
         )
         yield* client.create("hog", hog)

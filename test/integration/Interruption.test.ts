@@ -164,11 +164,19 @@ describe("interruption safety (real daemon)", () => {
               }
               const seen = yield* inspect(id)
               if (i === 0) {
-                assert.deepStrictEqual(seen, { container: "None", task: "None", exec: "None", files: undefined }, label)
+                assert.deepStrictEqual(
+                  seen,
+                  { container: "None", task: "None", exec: "None", files: undefined },
+                  label,
+                )
                 // no registry entry: the same id can be created
                 yield* client.create(id, busyboxSpec(id, namespace, ["sleep", "60"]))
               } else if (i <= 2) {
-                assert.deepStrictEqual(seen, { container: "Some", task: "None", exec: "None", files: [] }, label)
+                assert.deepStrictEqual(
+                  seen,
+                  { container: "Some", task: "None", exec: "None", files: [] },
+                  label,
+                )
                 // registry unchanged: the container can be started
                 yield* client.start(id)
               } else {
@@ -180,7 +188,11 @@ describe("interruption safety (real daemon)", () => {
                   `${label}: no FIFO of the exec left (${seen.files?.join(", ")})`,
                 )
                 // registry unchanged: the exec id is free again
-                yield* client.exec(id, "e", Spec.processFrom(busyboxSpec(id, namespace, ["true"]), { args: ["true"] }))
+                yield* client.exec(
+                  id,
+                  "e",
+                  Spec.processFrom(busyboxSpec(id, namespace, ["true"]), { args: ["true"] }),
+                )
               }
               yield* cleanup(id)
               assert.strictEqual(yield* settledFds(fdsBefore), fdsBefore, `${label}: open fds back to start`)

@@ -63,7 +63,9 @@ describe("Libcontainerd (real daemon)", () => {
         assert.deepInclude(dup, { _tag: "Conflict", message: "id already in use" })
         const unknown = yield* Effect.flip(client.start("nope"))
         assert.deepInclude(unknown, { _tag: "NotFound", message: "no such container" })
-        const notRunning = yield* Effect.flip(client.exec("errs", "e1", Spec.processFrom(spec("errs", ["true"]), { args: ["true"] })))
+        const notRunning = yield* Effect.flip(
+          client.exec("errs", "e1", Spec.processFrom(spec("errs", ["true"]), { args: ["true"] })),
+        )
         assert.deepInclude(notRunning, { _tag: "InvalidParameter", message: "container is not running" })
         const noTask = yield* Effect.flip(client.signalProcess("errs", "init", "SIGTERM"))
         assert.deepInclude(noTask, { _tag: "NotFound", message: "container is not running" })
@@ -74,7 +76,9 @@ describe("Libcontainerd (real daemon)", () => {
         assert.deepInclude(twice, { _tag: "Conflict", message: "container already started" })
         const noExec = yield* Effect.flip(client.signalProcess("errs", "ghost", 15))
         assert.deepInclude(noExec, { _tag: "NotFound", message: "no such exec" })
-        const unknownSignal = yield* Effect.flip(client.signalProcess("errs", "init", "SIGNOPE" as NodeJS.Signals))
+        const unknownSignal = yield* Effect.flip(
+          client.signalProcess("errs", "init", "SIGNOPE" as NodeJS.Signals),
+        )
         assert.strictEqual(unknownSignal._tag, "InvalidParameter")
         const deleteLive = yield* Effect.flip(client.delete("errs"))
         assert.strictEqual(deleteLive._tag, "Conflict")
@@ -82,7 +86,11 @@ describe("Libcontainerd (real daemon)", () => {
         const deleteRunningTask = yield* Effect.flip(client.deleteTask("errs"))
         assert.strictEqual(deleteRunningTask._tag, "System")
         assert.strictEqual(yield* client.status("errs"), "running", "a failed deleteTask changed nothing")
-        yield* client.exec("errs", "e1", Spec.processFrom(spec("errs", ["sleep", "30"]), { args: ["sleep", "30"] }))
+        yield* client.exec(
+          "errs",
+          "e1",
+          Spec.processFrom(spec("errs", ["sleep", "30"]), { args: ["sleep", "30"] }),
+        )
         const dupExec = yield* Effect.flip(
           client.exec("errs", "e1", Spec.processFrom(spec("errs", ["true"]), { args: ["true"] })),
         )
@@ -123,9 +131,14 @@ describe("Libcontainerd (real daemon)", () => {
         yield* client.create("ex", base)
         yield* client.start("ex")
         const { captured, attach } = yield* capture
-        const execPid = yield* client.exec("ex", "hello", Spec.processFrom(base, { args: ["sh", "-c", "echo from-exec; exit 7"] }), {
-          attachStdio: attach,
-        })
+        const execPid = yield* client.exec(
+          "ex",
+          "hello",
+          Spec.processFrom(base, { args: ["sh", "-c", "echo from-exec; exit 7"] }),
+          {
+            attachStdio: attach,
+          },
+        )
         assert.isAbove(execPid, 0)
         const execExit = yield* waitExit("ex", "hello")
         assert.strictEqual(execExit.exitStatus, 7)
@@ -167,13 +180,19 @@ describe("Libcontainerd (real daemon)", () => {
     it.effect("pause freezes the container, resume thaws it", () =>
       Effect.gen(function* () {
         const client = yield* Libcontainerd
-        const base = spec("frozen", ["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"])
+        const base = spec("frozen", [
+          "sh",
+          "-c",
+          "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done",
+        ])
         yield* client.create("frozen", base)
         yield* client.start("frozen")
         const read = Effect.gen(function* () {
           const { captured, attach } = yield* capture
           const id = `read-${Math.random().toString(36).slice(2, 8)}`
-          yield* client.exec("frozen", id, Spec.processFrom(base, { args: ["cat", "/tmp/count"] }), { attachStdio: attach })
+          yield* client.exec("frozen", id, Spec.processFrom(base, { args: ["cat", "/tmp/count"] }), {
+            attachStdio: attach,
+          })
           yield* waitExit("frozen", id)
           return Number((yield* Deferred.await(captured.stdout)).trim())
         })
@@ -181,7 +200,8 @@ describe("Libcontainerd (real daemon)", () => {
         yield* client.pause("frozen")
         assert.strictEqual(yield* client.status("frozen"), "paused")
         const rootCgroup = Path.join("/sys/fs/cgroup/freezer", namespace, "frozen", "freezer.state")
-        if (Fs.existsSync(rootCgroup)) assert.strictEqual(Fs.readFileSync(rootCgroup, "utf8").trim(), "FROZEN")
+        if (Fs.existsSync(rootCgroup))
+          assert.strictEqual(Fs.readFileSync(rootCgroup, "utf8").trim(), "FROZEN")
         const stats = yield* client.stats("frozen")
         assert.isTrue(stats.memory.usage > 0n, "memory usage reported")
         yield* Effect.sleep("300 millis")
@@ -207,9 +227,14 @@ describe("Libcontainerd (real daemon)", () => {
         const limitNow = Effect.gen(function* () {
           const { captured, attach } = yield* capture
           const id = `m-${Math.random().toString(36).slice(2, 8)}`
-          yield* client.exec("limits", id, Spec.processFrom(base, { args: ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] }), {
-            attachStdio: attach,
-          })
+          yield* client.exec(
+            "limits",
+            id,
+            Spec.processFrom(base, { args: ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"] }),
+            {
+              attachStdio: attach,
+            },
+          )
           yield* waitExit("limits", id)
           return Number((yield* Deferred.await(captured.stdout)).trim())
         })
@@ -306,5 +331,4 @@ describe("Libcontainerd (real daemon)", () => {
       Fs.rmSync(dir, { recursive: true, force: true })
     }),
   )
-
 })

@@ -34,7 +34,9 @@ const outage = (downFor: Duration.DurationInput) =>
     const clientScope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(
       LibcontainerdLive.layer({ stateDir }).pipe(
-        Layer.provideMerge(Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "300 millis" }), Backend.layerRecorder)),
+        Layer.provideMerge(
+          Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "300 millis" }), Backend.layerRecorder),
+        ),
         Layer.provideMerge(ContainerdLive.layer({ address: info.address, namespace })),
       ),
       clientScope,
@@ -69,7 +71,11 @@ const outage = (downFor: Duration.DurationInput) =>
   })
 
 describe("containerd restarts (real daemon of its own)", () => {
-  it.live("an exit during a 25 s outage (beyond the shim's retries) reaches the Backend exactly once", () => outage("25 seconds"), 120_000)
+  it.live(
+    "an exit during a 25 s outage (beyond the shim's retries) reaches the Backend exactly once",
+    () => outage("25 seconds"),
+    120_000,
+  )
 
   it.live("an exit during a 3 s outage reaches the Backend exactly once", () => outage("3 seconds"), 120_000)
 })

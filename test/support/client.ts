@@ -28,7 +28,9 @@ export const clientLayer = (
 ) => {
   const { cleanNamespace = true, ...clientOptions } = options
   return LibcontainerdLive.layer({ stateDir, ...clientOptions }).pipe(
-    Layer.provideMerge(Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "500 millis" }), Backend.layerRecorder)),
+    Layer.provideMerge(
+      Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "500 millis" }), Backend.layerRecorder),
+    ),
     Layer.provideMerge(
       cleanNamespace ? containerdLayer(namespace) : ContainerdLive.layer({ address: address(), namespace }),
     ),
@@ -87,7 +89,9 @@ export const exitOf = (containerId: string, processId: string = containerId) =>
     const recorder = yield* Backend.Recorder
     for (;;) {
       const events = yield* recorder.events
-      const exit = events.find((e) => e.type === "exit" && e.containerId === containerId && e.info.processId === processId)
+      const exit = events.find(
+        (e) => e.type === "exit" && e.containerId === containerId && e.info.processId === processId,
+      )
       if (exit !== undefined) return { exitStatus: exit.info.exitCode, ...exit.info }
       yield* Effect.sleep("10 millis")
     }

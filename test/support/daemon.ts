@@ -27,11 +27,17 @@ export const cleanNamespace = Effect.gen(function* () {
   yield* Effect.forEach(
     tasks,
     (task) =>
-      containerd.tasks.kill({ containerId: task.containerId, signal: 9, all: true }).pipe(
-        Effect.ignore,
-        Effect.zipRight(containerd.tasks.wait({ containerId: task.containerId }).pipe(Effect.timeout("10 seconds"), Effect.ignore)),
-        Effect.zipRight(containerd.tasks.delete({ containerId: task.containerId }).pipe(Effect.ignore)),
-      ),
+      containerd.tasks
+        .kill({ containerId: task.containerId, signal: 9, all: true })
+        .pipe(
+          Effect.ignore,
+          Effect.zipRight(
+            containerd.tasks
+              .wait({ containerId: task.containerId })
+              .pipe(Effect.timeout("10 seconds"), Effect.ignore),
+          ),
+          Effect.zipRight(containerd.tasks.delete({ containerId: task.containerId }).pipe(Effect.ignore)),
+        ),
     { concurrency: 8, discard: true },
   )
   const containers = yield* containerd.containers.list()
