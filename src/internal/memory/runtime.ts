@@ -1,0 +1,1009 @@
+/**
+ * Containers and tasks of the in-memory containerd: container records, task
+ * and exec state machines with containerd 1.6's (runc shim v2's) answers and
+ * events, scripted processes driven by Effect's Clock, and the process side
+ * of their stdio through `ProcessIOMemory`.
+ *
+ * @internal
+ */
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { Metrics as CgroupV1Metrics } from "../../../generated/cgroups/v1/metrics.js"
+import * as Spec from "../../domain/Spec.js"
+import type * as T from "../../domain/Types.js"
+import { zeroTimestamp } from "../../domain/Types.js"
+import type { ContainerdError, System } from "../../errors/ContainerdError.js"
+import type { ProcessView, Script } from "../../layers/ContainerdMemory.js"
+import type * as ProcessIOMemory from "../../layers/ProcessIOMemory.js"
+import {
+  type Containerd,
+  identifierPattern,
+  type Started,
+  validateIdentifier,
+} from "../../services/Containerd.js"
+import * as Events from "./events.js"
+import * as Filters from "./filters.js"
+import * as Scripts from "./scripts.js"
+import {
+  alreadyExists,
+  argsOf,
+  containerNotFound,
+  type Ctx,
+  context,
+  failedPrecondition,
+  invalidArgument,
+  type NamespaceState,
+  type Namespaces,
+  notFound,
+  now,
+  path,
+  positiveBigint,
+  type Proc,
+  type Task,
+  unavailable,
+  unknown,
+} from "./state.js"
+
+/** What the runtime is built from. */
+export interface Deps {
+  readonly namespaces: Namespaces
+  readonly bus: Events.Bus
+  readonly scripts: ReadonlyArray<Scripts.Entry>
+  readonly shim: ProcessIOMemory.ProcessIOMemory.Service
+  /** The layer's scope: process fibers live in it. */
+  readonly scope: Scope.Scope
+  readonly firstPid: number
+}
+
+/** The default runtime of a container created without one. */
+export const defaultRuntime = "io.containerd.runc.v2"
+
+/** The error of every checkpoint and restore. */
+export const checkpointUnsupported = "checkpoint needs CRIU; the in-memory containerd does not model it"
+
+/** The media type containerd accepts for a checkpoint at task create. */
+export const checkpointMediaType = "application/vnd.containerd.container.criu.checkpoint.criu.tar"
+
+/** cgroup v1's "no limit" for memory. */
+export const unlimitedMemory = 9223372036854771712n
+
+const bytesPerProcess = 4n * 1024n * 1024n
+
+const defaultIgnored: ReadonlySet<number> = new Set([0, 17, 18, 19, 20, 21, 22, 23, 28])
+
+const signal = <A, E = never>(): Deferred.Deferred<A, E> => Deferred.unsafeMake<A, E>(FiberId.none)
+
+const toBytes = (data: Uint8Array | string): Uint8Array =>
+  typeof data === "string" ? new TextEncoder().encode(data) : data
+
+const exitCodeOf = (code: number): number => ((Math.trunc(code) % 256) + 256) % 256
+
+const isPlainObject = (u: unknown): u is Record<string, unknown> =>
+  typeof u === "object" && u !== null && !Array.isArray(u)
+
+const merge = (base: unknown, update: unknown): unknown => {
+  if (!isPlainObject(base) || !isPlainObject(update)) return update === undefined ? base : update
+  const out: Record<string, unknown> = { ...base }
+  for (const [key, value] of Object.entries(update)) out[key] = merge(base[key], value)
+  return out
+}
+
+const copy = <A>(value: A): A => {
+  try {
+    return structuredClone(value)
+  } catch {
+    return value
+  }
+}
+
+const newProc = (fields: {
+  readonly execId: string
+  readonly args: ReadonlyArray<string>
+  readonly terminal: boolean
+  readonly paths: Proc["paths"]
+  readonly side: ProcessIOMemory.ProcessSide | undefined
+  readonly pid: number
+}): Proc => ({
+  ...fields,
+  state: "CREATED",
+  exitStatus: 0,
+  exitedAt: undefined,
+  exited: signal<T.ExitStatus>(),
+  terminate: signal<number>(),
+  ignored: defaultIgnored,
+  pending: [],
+  signals: [],
+  ptySize: undefined,
+  stdinClosed: false,
+  startedAtNanos: 0n,
+  pausedBaselineMillis: 0,
+})
+
+const statusOf = (task: Task, proc: Proc): T.TaskStatus => {
+  if (proc.state === "STOPPED") return "STOPPED"
+  if (task.paused) return "PAUSED"
+  return proc.state
+}
+
+const recordOf = (task: Task, proc: Proc): T.ProcessRecord => ({
+  containerId: task.containerId,
+  id: proc.execId === "" ? task.containerId : proc.execId,
+  pid: proc.pid,
+  status: statusOf(task, proc),
+  stdin: proc.paths.stdin,
+  stdout: proc.paths.stdout,
+  stderr: proc.paths.stderr,
+  terminal: proc.terminal,
+  exitStatus: proc.exitStatus,
+  exitedAt: proc.exitedAt,
+})
+
+const firstPath = (paths: Proc["paths"]): string =>
+  [paths.stdout, paths.stderr, paths.stdin].find((p) => p !== "") ?? ""
+
+/** Builds the containers and tasks services and the runtime's test hooks. */
+export const make = (deps: Deps) => {
+  const { bus, namespaces, shim } = deps
+  let nextPid = deps.firstPid
+  let waitsCut = signal<never, System>()
+
+  const withCtx = <A, E, R>(f: (ctx: Ctx) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(context(namespaces), f)
+
+  const publish = (
+    ctx: Ctx,
+    topic: string,
+    typeName: string,
+    value: Uint8Array,
+    fields: Readonly<Record<string, string>>,
+  ): void => bus.publish(ctx.ns, ctx.clock, topic, typeName, value, fields)
+
+  const getContainer = (ns: NamespaceState, id: string): Effect.Effect<T.Container, ContainerdError> => {
+    const container = ns.containers.get(id)
+    return container === undefined ? Effect.fail(containerNotFound(ns, id)) : Effect.succeed(container)
+  }
+
+  /** containerd resolves a task through its container: an orphaned task is not found. */
+  const getTask = (ns: NamespaceState, containerId: string): Effect.Effect<Task, ContainerdError> =>
+    Effect.flatMap(getContainer(ns, containerId), () => {
+      const task = ns.tasks.get(containerId)
+      return task === undefined
+        ? Effect.fail(notFound(`task ${containerId} not found`))
+        : Effect.succeed(task)
+    })
+
+  const getProc = (task: Task, execId: string): Effect.Effect<Proc, ContainerdError> => {
+    if (execId === "") return Effect.succeed(task.init)
+    const proc = task.execs.get(execId)
+    return proc === undefined
+      ? Effect.fail(notFound(`process does not exist ${execId}: not found`))
+      : Effect.succeed(proc)
+  }
+
+  const lookupSide = (
+    paths: Proc["paths"],
+    failure: (path: string) => ContainerdError,
+  ): Effect.Effect<ProcessIOMemory.ProcessSide | undefined, ContainerdError> => {
+    const first = firstPath(paths)
+    if (first === "") return Effect.succeed(undefined)
+    return Effect.mapError(
+      shim.processSide({
+        ...(paths.stdin === "" ? {} : { stdin: paths.stdin }),
+        ...(paths.stdout === "" ? {} : { stdout: paths.stdout }),
+        ...(paths.stderr === "" ? {} : { stderr: paths.stderr }),
+      }),
+      () => failure(first),
+    )
+  }
+
+  // ---- process lifecycle ----
+
+  const freeze = (ctx: Ctx, task: Task): void => {
+    task.paused = true
+    task.pausedAtMillis = ctx.clock.unsafeCurrentTimeMillis()
+    task.gate.unsafeClose()
+    Deferred.unsafeDone(task.pausedSignal, Exit.void)
+  }
+
+  const thaw = (ctx: Ctx, task: Task): void => {
+    if (!task.paused) return
+    task.pausedTotalMillis += ctx.clock.unsafeCurrentTimeMillis() - (task.pausedAtMillis ?? 0)
+    task.pausedAtMillis = undefined
+    task.pausedSignal = signal<void>()
+    task.paused = false
+    task.gate.unsafeOpen()
+  }
+
+  /** How long a process has been running (not paused) at `nowMillis`. */
+  const runningMillis = (task: Task, proc: Proc, nowMillis: number): number =>
+    nowMillis -
+    Number(proc.startedAtNanos / 1_000_000n) -
+    (task.pausedTotalMillis - proc.pausedBaselineMillis) -
+    (task.pausedAtMillis === undefined ? 0 : nowMillis - task.pausedAtMillis)
+
+  /** Marks a process exited, closes its outputs, publishes the exit; the init's exit kills the execs. */
+  const finish = (ctx: Ctx, task: Task, proc: Proc, code: number, publishExit = true): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (proc.state === "STOPPED") return Effect.void
+      proc.state = "STOPPED"
+      proc.exitStatus = code
+      const exitedAt = now(ctx.clock)
+      proc.exitedAt = exitedAt
+      return Effect.zipRight(
+        proc.side?.exit ?? Effect.void,
+        Effect.sync(() => {
+          if (publishExit) {
+            const id = proc.execId === "" ? task.containerId : proc.execId
+            publish(
+              ctx,
+              "/tasks/exit",
+              "TaskExit",
+              Events.task.exit({
+                containerId: task.containerId,
+                id,
+                pid: proc.pid,
+                exitStatus: code,
+                exitedAt,
+              }),
+              { container_id: task.containerId, id },
+            )
+          }
+          Deferred.unsafeDone(proc.exited, Exit.succeed({ exitStatus: code, exitedAt }))
+          Deferred.unsafeDone(proc.terminate, Exit.succeed(code))
+          if (proc.execId === "") {
+            thaw(ctx, task)
+            for (const exec of task.execs.values()) {
+              if (exec.state === "RUNNING") Deferred.unsafeDone(exec.terminate, Exit.succeed(137))
+            }
+          }
+        }),
+      )
+    })
+
+  /** Ends a process from outside with `code`: a running one through its fiber, a created init at once. */
+  const terminate = (ctx: Ctx, task: Task, proc: Proc, code: number): Effect.Effect<void> => {
+    switch (proc.state) {
+      case "RUNNING":
+        return Effect.sync(() => {
+          Deferred.unsafeDone(proc.terminate, Exit.succeed(code))
+        })
+      case "CREATED":
+        return proc.execId === "" ? finish(ctx, task, proc, code) : Effect.void
+      case "STOPPED":
+        return Effect.void
+    }
+  }
+
+  /** Delivers a signal as the kernel would: SIGKILL always kills, others unless ignored; a frozen process gets them at thaw. */
+  const deliver = (ctx: Ctx, task: Task, proc: Proc, sig: number, viaRunc: boolean): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (proc.state === "STOPPED") return Effect.void
+      proc.signals.push(sig)
+      // runc thaws a frozen container for SIGKILL (cgroup v1 would otherwise hold the signal)
+      if (sig === 9 && viaRunc) thaw(ctx, task)
+      if (task.paused && proc.state === "RUNNING") {
+        proc.pending.push(sig)
+        return Effect.void
+      }
+      return act(ctx, task, proc, sig)
+    })
+
+  /** What a delivered signal does to a process that is not frozen. */
+  const act = (ctx: Ctx, task: Task, proc: Proc, sig: number): Effect.Effect<void> =>
+    sig !== 9 && (proc.ignored.has(sig) || defaultIgnored.has(sig))
+      ? Effect.void
+      : terminate(ctx, task, proc, 128 + sig)
+
+  /**
+   * Waits until the process has been running for `duration` since its start
+   * (a deadline fixed at start, whenever its fiber gets to run); time spent
+   * paused does not count.
+   */
+  const runUntil = (task: Task, proc: Proc, duration: Duration.Duration): Effect.Effect<void> => {
+    const total = Duration.toMillis(duration)
+    const loop: Effect.Effect<void> = Effect.gen(function* () {
+      yield* task.gate.await
+      const paused = task.pausedSignal
+      const clock = yield* Effect.clock
+      const left = total - runningMillis(task, proc, clock.unsafeCurrentTimeMillis())
+      if (left <= 0) return
+      const sleep = Number.isFinite(left) ? Effect.sleep(Duration.millis(left)) : Effect.never
+      yield* Effect.raceFirst(sleep, Deferred.await(paused))
+      yield* loop
+    })
+    return loop
+  }
+
+  /** What a started process does, as its script says; the result is its exit status. */
+  const behaviour = (ctx: Ctx, task: Task, proc: Proc, script: Script): Effect.Effect<number> =>
+    Effect.gen(function* () {
+      const side = proc.side
+      const out = side?.stdout
+      const err = side?.stderr ?? side?.stdout
+      const gated = <A>(effect: Effect.Effect<A>) => Effect.zipRight(task.gate.await, effect)
+      const write = (
+        target: ProcessIOMemory.ProcessOutput | undefined,
+        data: Uint8Array | string | undefined,
+      ) => {
+        if (target === undefined || data === undefined) return Effect.void
+        const bytes = toBytes(data)
+        return bytes.byteLength === 0 ? Effect.void : gated(target.write(bytes))
+      }
+      yield* write(out, script.stdout)
+      yield* write(err, script.stderr)
+      if (script.echoStdin === true && side?.stdin !== undefined) {
+        yield* Stream.runForEach(side.stdin.read, (chunk) => write(out, chunk))
+      }
+      yield* runUntil(task, proc, Duration.decode(script.duration ?? 0))
+      yield* task.gate.await
+      if (script.oom === true) {
+        yield* Effect.sync(() => publishOom(ctx, task))
+        return 137
+      }
+      return exitCodeOf(script.exitCode ?? 0)
+    })
+
+  const publishOom = (ctx: Ctx, task: Task): void =>
+    publish(ctx, "/tasks/oom", "TaskOOM", Events.task.oom({ containerId: task.containerId }), {
+      container_id: task.containerId,
+    })
+
+  /** Starts a process's fiber in the layer's scope: it ends at the script's end or at `terminate`, whichever first. */
+  const launch = (ctx: Ctx, task: Task, proc: Proc, script: Script): Effect.Effect<void> =>
+    Effect.gen(function* () {
+      proc.ignored = new Set([
+        ...(script.ignoreSignals ?? []),
+        ...(script.ignoreSigterm === true ? [15] : []),
+      ])
+      proc.state = "RUNNING"
+      proc.startedAtNanos = ctx.clock.unsafeCurrentTimeNanos()
+      proc.pausedBaselineMillis = task.pausedTotalMillis
+      const life = Effect.flatMap(
+        Effect.raceFirst(behaviour(ctx, task, proc, script), Deferred.await(proc.terminate)),
+        (code) => finish(ctx, task, proc, code),
+      )
+      // forked from an uninterruptible region: the fiber must still be interruptible (layer shutdown)
+      yield* Effect.forkIn(Effect.interruptible(life), deps.scope)
+    })
+
+  const resolveScript = (ctx: Ctx, task: Task, proc: Proc): Script =>
+    Scripts.resolve(deps.scripts, {
+      namespace: ctx.ns.name,
+      containerId: task.containerId,
+      execId: proc.execId,
+      args: proc.args,
+      terminal: proc.terminal,
+    })
+
+  /** A terminal whose stdin was closed is hung up: its process gets SIGHUP. */
+  const hangUpIfClosed = (ctx: Ctx, task: Task, proc: Proc): Effect.Effect<void> =>
+    proc.terminal && proc.stdinClosed && proc.paths.stdin !== ""
+      ? deliver(ctx, task, proc, 1, false)
+      : Effect.void
+
+  // ---- containers ----
+
+  const containerAdaptor =
+    (container: T.Container): Filters.Adaptor =>
+    (fieldpath) => {
+      switch (fieldpath[0]) {
+        case "id":
+          return container.id
+        case "image":
+          return container.image
+        case "snapshotter":
+          return container.snapshotter
+        case "runtime":
+          return fieldpath[1] === "name" || fieldpath.length === 1 ? container.runtime.name : undefined
+        case "labels":
+          return container.labels[fieldpath.slice(1).join(".")]
+        default:
+          return undefined
+      }
+    }
+
+  const updatableFields = new Set(["labels", "spec", "image", "extensions", "snapshotkey"])
+
+  const containers: Containerd.Service["containers"] = {
+    create: (input) =>
+      Effect.zipRight(
+        validateIdentifier("id", input.id),
+        Effect.flatMap(Spec.decode(input.spec), (spec) =>
+          withCtx((ctx) =>
+            Effect.suspend((): Effect.Effect<T.Container, ContainerdError> => {
+              const { ns } = ctx
+              if (ns.containers.has(input.id)) {
+                return Effect.fail(alreadyExists(`container "${input.id}": already exists`))
+              }
+              const runtime = input.runtime?.name ?? defaultRuntime
+              if (runtime === "") return Effect.fail(invalidArgument("Container.Runtime.Name must be set"))
+              const at = now(ctx.clock)
+              const container: T.Container = {
+                id: input.id,
+                labels: { ...input.labels },
+                image: input.image ?? "",
+                runtime: {
+                  name: runtime,
+                  ...(input.runtime?.options === undefined ? {} : { options: { ...input.runtime.options } }),
+                },
+                spec,
+                snapshotter: "",
+                snapshotKey: "",
+                createdAt: at,
+                updatedAt: at,
+              }
+              ns.containers.set(input.id, container)
+              publish(
+                ctx,
+                "/containers/create",
+                "ContainerCreate",
+                Events.containerCreate(input.id, container.image, runtime),
+                {
+                  id: input.id,
+                  image: container.image,
+                  "runtime.name": runtime,
+                },
+              )
+              return Effect.succeed(container)
+            }),
+          ),
+        ),
+      ),
+    get: (id) =>
+      Effect.zipRight(
+        validateIdentifier("id", id),
+        withCtx((ctx) => getContainer(ctx.ns, id)),
+      ),
+    list: (filters = []) =>
+      withCtx((ctx) => {
+        const parsed = Filters.parseAll(filters)
+        if (Either.isLeft(parsed)) return Effect.fail(invalidArgument(parsed.left))
+        const all = [...ctx.ns.containers.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+        return Effect.succeed(all.filter((c) => parsed.right(containerAdaptor(c))))
+      }),
+    update: (input, fieldPaths = []) =>
+      Effect.zipRight(
+        validateIdentifier("id", input.id),
+        withCtx((ctx) =>
+          Effect.gen(function* () {
+            const decoded = yield* Spec.decode(input.spec)
+            const current = yield* getContainer(ctx.ns, input.id)
+            const paths = fieldPaths.length > 0 ? fieldPaths : ["labels", "spec", "image"]
+            if (fieldPaths.length === 0 && (input.runtime?.name ?? defaultRuntime) !== current.runtime.name) {
+              return yield* invalidArgument("container.Runtime.Name field is immutable: invalid argument")
+            }
+            let labels: Record<string, string> = { ...current.labels }
+            let spec = current.spec
+            let image = current.image
+            for (const field of paths) {
+              if (field.startsWith("labels.")) {
+                const key = field.slice("labels.".length)
+                const value = input.labels?.[key]
+                if (value === undefined || value === "") delete labels[key]
+                else labels[key] = value
+                continue
+              }
+              if (field.startsWith("extensions.")) continue
+              if (!updatableFields.has(field)) {
+                return yield* invalidArgument(
+                  `cannot update ${JSON.stringify(field)} field on ${JSON.stringify(input.id)}: invalid argument`,
+                )
+              }
+              if (field === "labels") labels = { ...input.labels }
+              if (field === "spec") spec = decoded
+              if (field === "image") image = input.image ?? ""
+            }
+            const updated: T.Container = { ...current, labels, spec, image, updatedAt: now(ctx.clock) }
+            ctx.ns.containers.set(input.id, updated)
+            publish(
+              ctx,
+              "/containers/update",
+              "ContainerUpdate",
+              Events.containerUpdate(input.id, image, labels),
+              {
+                id: input.id,
+                image,
+              },
+            )
+            return updated
+          }),
+        ),
+      ),
+    delete: (id) =>
+      Effect.zipRight(
+        validateIdentifier("id", id),
+        withCtx((ctx) =>
+          Effect.flatMap(getContainer(ctx.ns, id), () =>
+            Effect.sync(() => {
+              // containerd does not look at tasks here: a live task is orphaned (only Tasks.List shows it)
+              ctx.ns.containers.delete(id)
+              publish(ctx, "/containers/delete", "ContainerDelete", Events.single(id), { id })
+            }),
+          ),
+        ),
+      ),
+  }
+
+  // ---- tasks ----
+
+  const create: Containerd.Service["tasks"]["create"] = (input) =>
+    withCtx((ctx) =>
+      Effect.gen(function* () {
+        const { ns } = ctx
+        const id = input.containerId
+        const container = yield* getContainer(ns, id)
+        if (ns.tasks.has(id) || ns.creating.has(id)) return yield* alreadyExists(`task ${id}: already exists`)
+        if (input.checkpoint !== undefined) {
+          if (input.checkpoint.mediaType !== checkpointMediaType) {
+            return yield* invalidArgument(
+              `unsupported checkpoint type ${JSON.stringify(input.checkpoint.mediaType)}: invalid argument`,
+            )
+          }
+          return yield* unknown(checkpointUnsupported)
+        }
+        const paths = { stdin: input.stdin ?? "", stdout: input.stdout ?? "", stderr: input.stderr ?? "" }
+        const terminal = input.terminal ?? false
+        ns.creating.add(id)
+        return yield* Effect.gen(function* () {
+          const side = yield* lookupSide(paths, (p) =>
+            unknown(
+              `failed to create shim task: OCI runtime create failed: open ${p}: no such file or directory: unknown`,
+            ),
+          )
+          // the shim opens the outputs for writing: that blocks until the client's readers are open
+          if (side !== undefined) yield* side.opened
+          return yield* Effect.sync(() => {
+            ns.creating.delete(id)
+            const pid = nextPid++
+            const init = newProc({
+              execId: "",
+              args: argsOf(path(container.spec, "process")),
+              terminal,
+              paths,
+              side,
+              pid,
+            })
+            const task: Task = {
+              containerId: id,
+              namespace: ns.name,
+              bundle: `/run/containerd/io.containerd.runtime.v2.task/${ns.name}/${id}`,
+              init,
+              execs: new Map(),
+              paused: false,
+              gate: Effect.unsafeMakeLatch(true),
+              pausedSignal: signal<void>(),
+              pausedTotalMillis: 0,
+              pausedAtMillis: undefined,
+              resources: copy(path(container.spec, "linux", "resources")),
+              annotations: {},
+            }
+            ns.tasks.set(id, task)
+            publish(
+              ctx,
+              "/tasks/create",
+              "TaskCreate",
+              Events.task.create({
+                containerId: id,
+                bundle: task.bundle,
+                rootfs: (input.rootfs ?? []).map((m) => ({
+                  type: m.type,
+                  source: m.source,
+                  target: m.target ?? "",
+                  options: [...m.options],
+                })),
+                io: { ...paths, terminal },
+                checkpoint: "",
+                pid,
+              }),
+              { container_id: id },
+            )
+            return { pid }
+          })
+        }).pipe(
+          Effect.ensuring(
+            Effect.sync(() => {
+              ns.creating.delete(id)
+            }),
+          ),
+        )
+      }),
+    )
+
+  const startInit = (ctx: Ctx, task: Task): Effect.Effect<Started, ContainerdError> =>
+    Effect.suspend(() => {
+      const init = task.init
+      if (init.state === "STOPPED") return Effect.fail(unknown("cannot start a stopped process"))
+      if (task.paused) return Effect.fail(unknown("cannot start a paused process"))
+      if (init.state === "RUNNING") return Effect.fail(unknown("cannot start a running process"))
+      const script = resolveScript(ctx, task, init)
+      if (script.startError !== undefined) return Effect.fail(unknown(script.startError))
+      return Effect.gen(function* () {
+        yield* launch(ctx, task, init, script)
+        publish(
+          ctx,
+          "/tasks/start",
+          "TaskStart",
+          Events.task.start({ containerId: task.containerId, pid: init.pid }),
+          {
+            container_id: task.containerId,
+          },
+        )
+        yield* hangUpIfClosed(ctx, task, init)
+        return { pid: init.pid }
+      }).pipe(Effect.uninterruptible)
+    })
+
+  const execStartError = (task: Task): ContainerdError | undefined => {
+    if (task.init.state === "STOPPED") {
+      return unknown("OCI runtime exec failed: exec failed: cannot exec in a stopped container: unknown")
+    }
+    if (task.paused)
+      return unknown("OCI runtime exec failed: exec failed: cannot exec in a paused container: unknown")
+    return undefined
+  }
+
+  const startExec = (ctx: Ctx, task: Task, proc: Proc): Effect.Effect<Started, ContainerdError> =>
+    Effect.gen(function* () {
+      const check = (): ContainerdError | undefined => {
+        if (proc.state === "RUNNING") return unknown("cannot start a running process")
+        if (proc.state === "STOPPED") return unknown("cannot start a stopped process")
+        return execStartError(task)
+      }
+      const before = check()
+      if (before !== undefined) return yield* before
+      const side = yield* lookupSide(proc.paths, (p) =>
+        unknown(`OCI runtime exec failed: open ${p}: no such file or directory: unknown`),
+      )
+      if (side !== undefined) yield* side.opened
+      return yield* Effect.suspend(() => {
+        const after = check()
+        if (after !== undefined) return Effect.fail(after)
+        if (task.execs.get(proc.execId) !== proc || ctx.ns.tasks.get(task.containerId) !== task) {
+          return Effect.fail(notFound(`process does not exist ${proc.execId}: not found`))
+        }
+        const script = resolveScript(ctx, task, proc)
+        if (script.startError !== undefined) return Effect.fail(unknown(script.startError))
+        proc.side = side
+        proc.pid = nextPid++
+        return Effect.gen(function* () {
+          yield* launch(ctx, task, proc, script)
+          publish(
+            ctx,
+            "/tasks/exec-started",
+            "TaskExecStarted",
+            Events.task.execStarted({ containerId: task.containerId, execId: proc.execId, pid: proc.pid }),
+            { container_id: task.containerId, exec_id: proc.execId },
+          )
+          yield* hangUpIfClosed(ctx, task, proc)
+          return { pid: proc.pid }
+        }).pipe(Effect.uninterruptible)
+      })
+    })
+
+  const deleted = (task: Task, proc: Proc): T.DeletedProcess => ({
+    id: proc.execId === "" ? task.containerId : proc.execId,
+    pid: proc.pid,
+    exitStatus: proc.exitStatus,
+    exitedAt: proc.exitedAt ?? zeroTimestamp,
+  })
+
+  const metricOf = (ctx: Ctx, task: Task): T.TaskMetric => {
+    const nowNanos = ctx.clock.unsafeCurrentTimeNanos()
+    const live = [task.init, ...task.execs.values()].filter(
+      (p) => p.state === "RUNNING" || (p.execId === "" && p.state === "CREATED"),
+    )
+    const usage = BigInt(live.length) * bytesPerProcess
+    const limit = positiveBigint(path(task.resources, "memory", "limit")) ?? unlimitedMemory
+    const cpu = live.reduce(
+      (total, p) => total + (p.state === "RUNNING" ? (nowNanos - p.startedAtNanos) / 100n : 0n),
+      0n,
+    )
+    const metrics = CgroupV1Metrics.fromPartial({
+      pids: {
+        current: BigInt(live.length),
+        limit: positiveBigint(path(task.resources, "pids", "limit")) ?? 0n,
+      },
+      cpu: { usage: { total: cpu, user: (cpu * 2n) / 3n, kernel: cpu - (cpu * 2n) / 3n, perCpu: [cpu] } },
+      memory: {
+        rss: usage,
+        totalRss: usage,
+        hierarchicalMemoryLimit: limit,
+        usage: { usage, limit, max: usage, failcnt: 0n },
+      },
+    })
+    return { id: task.containerId, timestamp: now(ctx.clock), data: { _tag: "v1", metrics } }
+  }
+
+  const tasks: Containerd.Service["tasks"] = {
+    create,
+    start: (ref) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, ref.containerId)
+          const proc = yield* getProc(task, ref.execId ?? "")
+          return yield* proc.execId === "" ? startInit(ctx, task) : startExec(ctx, task, proc)
+        }),
+      ),
+    get: (ref) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, ref.containerId)
+          return recordOf(task, yield* getProc(task, ref.execId ?? ""))
+        }),
+      ),
+    // containerd 1.6 ignores the filter of Tasks.List; orphaned tasks are listed too
+    list: () =>
+      withCtx((ctx) =>
+        Effect.sync(() => [...ctx.ns.tasks.values()].map((task) => recordOf(task, task.init))),
+      ),
+    delete: (ref) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, ref.containerId)
+          const init = task.init
+          if (init.state === "RUNNING") {
+            return yield* unknown(
+              task.paused ? "cannot delete a paused process" : "cannot delete a running process",
+            )
+          }
+          // runc deletes a created container by killing it
+          if (init.state === "CREATED") yield* finish(ctx, task, init, 137, false)
+          for (const exec of task.execs.values()) {
+            if (exec.state === "RUNNING") yield* Deferred.await(exec.exited)
+          }
+          return yield* Effect.sync(() => {
+            if (ctx.ns.tasks.get(task.containerId) === task) ctx.ns.tasks.delete(task.containerId)
+            const result = deleted(task, init)
+            publish(
+              ctx,
+              "/tasks/delete",
+              "TaskDelete",
+              Events.task.delete({
+                containerId: task.containerId,
+                pid: init.pid,
+                exitStatus: init.exitStatus,
+                exitedAt: result.exitedAt,
+                id: task.containerId,
+              }),
+              { container_id: task.containerId, id: task.containerId },
+            )
+            return result
+          })
+        }).pipe(Effect.uninterruptible),
+      ),
+    deleteProcess: (ref) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, ref.containerId)
+          if (ref.execId === "") return yield* invalidArgument("exec id must not be empty: invalid argument")
+          const proc = yield* getProc(task, ref.execId)
+          if (proc.state === "RUNNING") return yield* unknown("cannot delete a running process")
+          task.execs.delete(ref.execId)
+          return deleted(task, proc)
+        }),
+      ),
+    kill: (input) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, input.containerId)
+          const proc = yield* getProc(task, input.execId ?? "")
+          const all = input.all ?? false
+          if (proc.execId !== "") {
+            if (proc.state === "CREATED")
+              return yield* failedPrecondition("process not created: failed precondition")
+            if (proc.state === "STOPPED") return yield* notFound("process already finished: not found")
+            return yield* deliver(ctx, task, proc, input.signal, false)
+          }
+          if (proc.state === "STOPPED" && !all) return yield* notFound("process already finished: not found")
+          yield* deliver(ctx, task, proc, input.signal, true)
+          if (all) {
+            for (const exec of task.execs.values()) {
+              if (exec.state === "RUNNING") yield* deliver(ctx, task, exec, input.signal, true)
+            }
+          }
+        }),
+      ),
+    exec: (input) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const processSpec = yield* Spec.decodeProcess(input.spec)
+          if (input.execId === "") return yield* invalidArgument("exec id cannot be empty")
+          const task = yield* getTask(ctx.ns, input.containerId)
+          if (!identifierPattern.test(input.execId)) {
+            return yield* invalidArgument(
+              `exec id ${JSON.stringify(input.execId)} must match ${identifierPattern.source}: invalid argument`,
+            )
+          }
+          if (task.init.state === "STOPPED") return yield* unknown("cannot exec in a stopped state")
+          if (task.paused) return yield* unknown("cannot exec in a paused state")
+          if (task.execs.has(input.execId)) return yield* alreadyExists(`id ${input.execId}: already exists`)
+          const proc = newProc({
+            execId: input.execId,
+            args: argsOf(processSpec),
+            terminal: input.terminal ?? false,
+            paths: { stdin: input.stdin ?? "", stdout: input.stdout ?? "", stderr: input.stderr ?? "" },
+            side: undefined,
+            pid: 0,
+          })
+          task.execs.set(input.execId, proc)
+          publish(
+            ctx,
+            "/tasks/exec-added",
+            "TaskExecAdded",
+            Events.task.execAdded({ containerId: task.containerId, execId: input.execId }),
+            { container_id: task.containerId, exec_id: input.execId },
+          )
+        }),
+      ),
+    resizePty: (input) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, input.containerId)
+          const proc = yield* getProc(task, input.execId ?? "")
+          if (proc.state === "STOPPED") return yield* unknown("cannot resize a stopped container")
+          if (proc.terminal) proc.ptySize = { width: input.width, height: input.height }
+        }),
+      ),
+    closeIO: (input) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, input.containerId)
+          const proc = yield* getProc(task, input.execId ?? "")
+          if (!input.stdin || proc.paths.stdin === "") return
+          // the shim opens an exec's stdin when the exec starts: a close before that is lost
+          if (proc.execId !== "" && proc.state === "CREATED") return
+          if (proc.stdinClosed) return
+          proc.stdinClosed = true
+          if (proc.side?.stdin !== undefined) yield* proc.side.stdin.closeIO
+          if (proc.state === "RUNNING") yield* hangUpIfClosed(ctx, task, proc)
+        }),
+      ),
+    pause: (containerId) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, containerId)
+          if (task.init.state === "CREATED") return yield* unknown("cannot pause task in created state")
+          if (task.init.state === "STOPPED") return yield* unknown("cannot pause a stopped container")
+          if (task.paused) return yield* unknown("cannot pause a paused container")
+          freeze(ctx, task)
+          publish(ctx, "/tasks/paused", "TaskPaused", Events.task.paused({ containerId }), {
+            container_id: containerId,
+          })
+        }),
+      ),
+    resume: (containerId) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, containerId)
+          if (task.init.state === "CREATED") return yield* unknown("cannot resume task in created state")
+          if (task.init.state === "STOPPED") return yield* unknown("cannot resume a stopped container")
+          if (!task.paused) return yield* unknown("cannot resume a running process")
+          thaw(ctx, task)
+          publish(ctx, "/tasks/resumed", "TaskResumed", Events.task.resumed({ containerId }), {
+            container_id: containerId,
+          })
+          for (const proc of [task.init, ...task.execs.values()]) {
+            for (const sig of proc.pending.splice(0)) yield* act(ctx, task, proc, sig)
+          }
+        }),
+      ),
+    listPids: (containerId) =>
+      withCtx((ctx) =>
+        Effect.map(getTask(ctx.ns, containerId), (task) => {
+          if (task.init.state === "STOPPED") return []
+          const pids: Array<T.PidInfo> = [{ pid: task.init.pid }]
+          for (const exec of task.execs.values()) {
+            if (exec.state === "RUNNING") pids.push({ pid: exec.pid, execId: exec.execId })
+          }
+          return pids
+        }),
+      ),
+    checkpoint: (input) =>
+      withCtx((ctx) =>
+        Effect.flatMap(getTask(ctx.ns, input.containerId), () => Effect.fail(unknown(checkpointUnsupported))),
+      ),
+    update: (input) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, input.containerId)
+          if (task.init.state === "STOPPED") return yield* unknown("cannot update a stopped container")
+          task.resources = merge(task.resources, copy(input.resources))
+          task.annotations = { ...task.annotations, ...input.annotations }
+        }),
+      ),
+    wait: (ref) =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* getTask(ctx.ns, ref.containerId)
+          const proc = yield* getProc(task, ref.execId ?? "")
+          return yield* Effect.raceFirst(Deferred.await(proc.exited), Deferred.await(waitsCut))
+        }),
+      ),
+    metrics: (filters) =>
+      withCtx((ctx) => {
+        const parsed = Filters.parseAll(filters)
+        if (Either.isLeft(parsed)) return Effect.fail(invalidArgument(parsed.left))
+        const filter = parsed.right
+        return Effect.sync(() =>
+          [...ctx.ns.tasks.values()]
+            .filter((task) =>
+              filter((fieldpath) =>
+                fieldpath[0] === "id"
+                  ? task.containerId
+                  : fieldpath[0] === "namespace"
+                    ? task.namespace
+                    : undefined,
+              ),
+            )
+            .map((task) => metricOf(ctx, task)),
+        )
+      }),
+  }
+
+  // ---- test hooks ----
+
+  const findTask = (ns: NamespaceState, containerId: string): Effect.Effect<Task, ContainerdError> => {
+    const task = ns.tasks.get(containerId)
+    return task === undefined ? Effect.fail(notFound(`task ${containerId} not found`)) : Effect.succeed(task)
+  }
+
+  const hooks = {
+    /** Ends a process now with `exitCode`, as if it ended by itself. */
+    exit: (ref: T.ProcessRef, exitCode: number): Effect.Effect<void, ContainerdError> =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* findTask(ctx.ns, ref.containerId)
+          const proc = yield* getProc(task, ref.execId ?? "")
+          if (proc.state === "STOPPED") return yield* notFound("process already finished: not found")
+          if (proc.state === "CREATED" && proc.execId !== "") {
+            return yield* failedPrecondition("process not created: failed precondition")
+          }
+          yield* terminate(ctx, task, proc, exitCodeOf(exitCode))
+        }),
+      ),
+    /** The container hits its memory limit: TaskOOM, then the init exits with 137. */
+    oom: (containerId: string): Effect.Effect<void, ContainerdError> =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* findTask(ctx.ns, containerId)
+          if (task.init.state === "STOPPED") return yield* notFound("process already finished: not found")
+          publishOom(ctx, task)
+          thaw(ctx, task)
+          yield* terminate(ctx, task, task.init, 137)
+        }),
+      ),
+    /** What a process looks like from inside. */
+    inspect: (ref: T.ProcessRef): Effect.Effect<ProcessView, ContainerdError> =>
+      withCtx((ctx) =>
+        Effect.gen(function* () {
+          const task = yield* findTask(ctx.ns, ref.containerId)
+          const proc = yield* getProc(task, ref.execId ?? "")
+          return {
+            args: proc.args,
+            terminal: proc.terminal,
+            status: statusOf(task, proc),
+            pid: proc.pid,
+            ptySize: proc.ptySize,
+            signals: [...proc.signals],
+            stdinClosed: proc.stdinClosed,
+            resources: task.resources,
+            orphaned: !ctx.ns.containers.has(ref.containerId),
+          }
+        }),
+      ),
+    /** Fails every pending `tasks.wait` with UNAVAILABLE "transport is closing". */
+    cutWaits: Effect.sync(() => {
+      const cut = waitsCut
+      waitsCut = signal<never, System>()
+      Deferred.unsafeDone(cut, Exit.fail(unavailable("transport is closing")))
+    }),
+  }
+
+  return { containers, tasks, hooks }
+}

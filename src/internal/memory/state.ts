@@ -1,0 +1,213 @@
+/**
+ * Shared state and helpers of the in-memory containerd: per-namespace maps,
+ * the calling fiber's namespace/lease/clock, error constructors in
+ * containerd's shapes, timestamps from Effect's Clock.
+ *
+ * @internal
+ */
+import type * as Clock from "effect/Clock"
+import type * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
+import type * as ProcessIOMemory from "../../layers/ProcessIOMemory.js"
+import type * as T from "../../domain/Types.js"
+import { Conflict, GrpcCode, InvalidParameter, NotFound, System } from "../../errors/ContainerdError.js"
+import { currentLease, currentNamespace } from "../../services/Containerd.js"
+
+/** A process of a task: its init (`execId` "") or an exec. */
+export interface Proc {
+  readonly execId: string
+  readonly args: ReadonlyArray<string>
+  readonly terminal: boolean
+  readonly paths: { readonly stdin: string; readonly stdout: string; readonly stderr: string }
+  side: ProcessIOMemory.ProcessSide | undefined
+  state: "CREATED" | "RUNNING" | "STOPPED"
+  pid: number
+  exitStatus: number
+  exitedAt: T.Timestamp | undefined
+  /** Completed with the exit once the process has stopped. */
+  readonly exited: Deferred.Deferred<T.ExitStatus>
+  /** Completed with an exit status to end a running process from outside (signal, OOM, the handle). */
+  readonly terminate: Deferred.Deferred<number>
+  /** The signals ignored by the running script. */
+  ignored: ReadonlySet<number>
+  /** Signals sent while the task was paused, delivered at resume. */
+  pending: Array<number>
+  readonly signals: Array<number>
+  ptySize: { readonly width: number; readonly height: number } | undefined
+  stdinClosed: boolean
+  startedAtNanos: bigint
+  /** The task's paused time when the process started: what was paused before does not count against it. */
+  pausedBaselineMillis: number
+}
+
+/** A task: the init process, its execs and the container-wide pause state. */
+export interface Task {
+  readonly containerId: string
+  readonly namespace: string
+  readonly bundle: string
+  readonly init: Proc
+  readonly execs: Map<string, Proc>
+  paused: boolean
+  /** Open while the task runs; closed while it is paused. */
+  readonly gate: Effect.Latch
+  /** Fired at each pause; replaced at resume. */
+  pausedSignal: Deferred.Deferred<void>
+  /** Time spent paused so far, and since when the task is paused now. */
+  pausedTotalMillis: number
+  pausedAtMillis: number | undefined
+  /** The spec's `linux.resources`, merged with every `Tasks.Update`. */
+  resources: unknown
+  annotations: Readonly<Record<string, string>>
+}
+
+/** A committed blob. */
+export interface Blob {
+  readonly digest: string
+  readonly data: Uint8Array
+  readonly createdAt: T.Timestamp
+  updatedAt: T.Timestamp
+  labels: Readonly<Record<string, string>>
+}
+
+/** An unfinished upload, kept by its ref until committed or aborted. */
+export interface Ingest {
+  readonly ref: string
+  readonly chunks: Array<Uint8Array>
+  size: number
+}
+
+/** A lease and what it protects. */
+export interface LeaseRecord {
+  readonly lease: T.Lease
+  readonly content: Set<string>
+  readonly ingests: Set<string>
+}
+
+/** Everything containerd keeps for one namespace. */
+export interface NamespaceState {
+  readonly name: string
+  readonly containers: Map<string, T.Container>
+  readonly tasks: Map<string, Task>
+  /** Container ids whose task create is in progress (waiting for the readers). */
+  readonly creating: Set<string>
+  readonly blobs: Map<string, Blob>
+  readonly ingests: Map<string, Ingest>
+  /** Refs held by a writer. */
+  readonly locks: Set<string>
+  readonly images: Map<string, T.Image>
+  readonly leases: Map<string, LeaseRecord>
+}
+
+/** All namespaces, made on first use. */
+export class Namespaces {
+  private readonly byName = new Map<string, NamespaceState>()
+
+  constructor(readonly defaultNamespace: string) {}
+
+  get(name: string): NamespaceState {
+    let state = this.byName.get(name)
+    if (state === undefined) {
+      state = {
+        name,
+        containers: new Map(),
+        tasks: new Map(),
+        creating: new Set(),
+        blobs: new Map(),
+        ingests: new Map(),
+        locks: new Set(),
+        images: new Map(),
+        leases: new Map(),
+      }
+      this.byName.set(name, state)
+    }
+    return state
+  }
+}
+
+/** What one call runs with: its namespace's state, its lease, and the caller's clock. */
+export interface Ctx {
+  readonly ns: NamespaceState
+  readonly lease: Option.Option<string>
+  readonly clock: Clock.Clock
+}
+
+/** Reads the calling fiber's namespace, lease and clock. */
+export const context = (namespaces: Namespaces): Effect.Effect<Ctx> =>
+  Effect.map(
+    Effect.all([FiberRef.get(currentNamespace), FiberRef.get(currentLease), Effect.clock]),
+    ([namespace, lease, clock]) => ({
+      ns: namespaces.get(Option.getOrElse(namespace, () => namespaces.defaultNamespace)),
+      lease,
+      clock,
+    }),
+  )
+
+/** The clock's time as a protobuf timestamp. */
+export const now = (clock: Clock.Clock): T.Timestamp => {
+  const nanos = clock.unsafeCurrentTimeNanos()
+  const seconds = nanos / 1_000_000_000n
+  return { seconds, nanos: Number(nanos - seconds * 1_000_000_000n) }
+}
+
+/** containerd NOT_FOUND. */
+export const notFound = (message: string): NotFound => new NotFound({ message, code: GrpcCode.NOT_FOUND })
+
+/** containerd ALREADY_EXISTS. */
+export const alreadyExists = (message: string): Conflict =>
+  new Conflict({ message, code: GrpcCode.ALREADY_EXISTS })
+
+/** containerd FAILED_PRECONDITION. */
+export const failedPrecondition = (message: string): Conflict =>
+  new Conflict({ message, code: GrpcCode.FAILED_PRECONDITION })
+
+/** containerd INVALID_ARGUMENT. */
+export const invalidArgument = (message: string): InvalidParameter =>
+  new InvalidParameter({ message, code: GrpcCode.INVALID_ARGUMENT })
+
+/** containerd OUT_OF_RANGE. */
+export const outOfRange = (message: string): InvalidParameter =>
+  new InvalidParameter({ message, code: GrpcCode.OUT_OF_RANGE })
+
+/** A runtime failure: containerd sends these as UNKNOWN with text only. */
+export const unknown = (message: string): System => new System({ message, code: GrpcCode.UNKNOWN })
+
+/** containerd UNAVAILABLE: what a client sees while the daemon restarts. */
+export const unavailable = (message: string): System => new System({ message, code: GrpcCode.UNAVAILABLE })
+
+/** containerd's message for a missing container. */
+export const containerNotFound = (ns: NamespaceState, id: string): NotFound =>
+  notFound(`container "${id}" in namespace "${ns.name}": not found`)
+
+/** Reads a nested field of a loosely typed value (a spec as the caller gave it). */
+export const path = (value: unknown, ...keys: ReadonlyArray<string>): unknown => {
+  let current = value
+  for (const key of keys) {
+    if (typeof current !== "object" || current === null) return undefined
+    current = (current as Record<string, unknown>)[key]
+  }
+  return current
+}
+
+/** A byte count from a spec field (number, bigint or numeric string); `undefined` when absent or not positive. */
+export const positiveBigint = (value: unknown): bigint | undefined => {
+  try {
+    if (typeof value === "bigint") return value > 0n ? value : undefined
+    if (typeof value === "number" && Number.isFinite(value))
+      return value > 0 ? BigInt(Math.trunc(value)) : undefined
+    if (typeof value === "string" && value.trim() !== "") {
+      const n = BigInt(value)
+      return n > 0n ? n : undefined
+    }
+  } catch {
+    return undefined
+  }
+  return undefined
+}
+
+/** The args of a process spec, as strings. */
+export const argsOf = (process: unknown): ReadonlyArray<string> => {
+  const args = path(process, "args")
+  return Array.isArray(args) ? args.map((a) => String(a)) : []
+}
