@@ -35,13 +35,7 @@ import { type Process as PbProcess, Status } from "../../generated/containerd/ty
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../generated/grpc/health/v1/health.js"
 import * as Spec from "../domain/Spec.js"
 import type * as T from "../domain/Types.js"
-import {
-  type ContainerdError,
-  GrpcCode,
-  InvalidParameter,
-  System,
-  wrapError,
-} from "../errors/ContainerdError.js"
+import { type ContainerdError, GrpcCode, InvalidParameter, System } from "../errors/ContainerdError.js"
 import * as Any from "../internal/any.js"
 import * as Call from "../internal/grpc.js"
 import {

@@ -36,7 +36,6 @@ import {
   InvalidParameter,
   NotFound,
   System,
-  wrapError,
 } from "../errors/ContainerdError.js"
 import { Backend } from "../services/Backend.js"
 import * as Checkpoint from "../internal/checkpoint.js"
@@ -754,7 +753,13 @@ export const make = (options: Options) =>
                 containers.set(id, entry)
                 return { alive: false, pid: 0 }
               }
-              const task = yield* reattachProcess(id, initProcessName, "", taskRecord.value, attachStdio)
+              const task: ProcessEntry = yield* reattachProcess(
+                id,
+                initProcessName,
+                "",
+                taskRecord.value,
+                attachStdio,
+              )
               opened.push(task)
               entry.task = task
               const alive = taskRecord.value.status !== "STOPPED"
@@ -774,6 +779,34 @@ export const make = (options: Options) =>
               }
               entry.phase = "ready"
               containers.set(id, entry)
+              if (!alive) {
+                // it exited before the restore: `alive: false` tells the caller, no exit event follows
+                task.exitSeen = true
+              } else {
+                // an exit that came while the container was not registered yet was dropped: look again
+                const restored: Array<[string, string, ProcessEntry]> = [[id, "", task]]
+                for (const [execId, exec] of entry.execs) {
+                  if (exec !== "pending") restored.push([execId, execId, exec])
+                }
+                for (const [processId, execId, process] of restored) {
+                  const record = yield* call(
+                    containerd.tasks.get(execId === "" ? { containerId: id } : { containerId: id, execId }),
+                  ).pipe(Effect.option)
+                  if (
+                    Option.isSome(record) &&
+                    record.value.status === "STOPPED" &&
+                    process.exitSeen !== true
+                  ) {
+                    yield* deliverExit(
+                      entry,
+                      processId,
+                      record.value.pid,
+                      record.value.exitStatus,
+                      record.value.exitedAt,
+                    )
+                  }
+                }
+              }
               yield* Effect.logDebug("restored container").pipe(
                 Effect.annotateLogs({ container: id, alive, pid: taskRecord.value.pid }),
               )
@@ -800,8 +833,15 @@ export const make = (options: Options) =>
           })
         }
         yield* getTask(containerId)
-        const descriptors = yield* call(containerd.tasks.checkpoint({ containerId, options: { exit } }))
-        const image = yield* inNamespace(Checkpoint.checkpointImage(containerId, descriptors))
+        // the daemon writes the checkpoint's blobs under our lease: nothing refers to them until the image exists
+        const image = yield* inNamespace(
+          leased(() =>
+            Effect.flatMap(
+              call(containerd.tasks.checkpoint({ containerId, options: { exit } })),
+              (descriptors) => Checkpoint.checkpointImage(containerId, descriptors),
+            ),
+          ),
+        )
         // whatever happens, the checkpoint image goes
         yield* inNamespace(Checkpoint.extractCheckpointImage(image, checkpointDir)).pipe(
           Effect.ensuring(
@@ -837,7 +877,7 @@ export const make = (options: Options) =>
     )
 
     /** Hands one event to the Backend and the `events` stream, in the container's order. */
-    const dispatch = (entry: ContainerEntry, type: EventType, info: EventInfo, after?: Effect.Effect<void>) =>
+    const dispatch = (type: EventType, info: EventInfo, after?: Effect.Effect<void>) =>
       queue.unsafeAppend(
         info.containerId,
         Effect.gen(function* () {
@@ -900,7 +940,7 @@ export const make = (options: Options) =>
             if (entry.execs.get(processId) === process) entry.execs.delete(processId)
             yield* releaseProcess(process)
           })
-      return Effect.sync(() => dispatch(entry, "exit", info, after))
+      return Effect.sync(() => dispatch("exit", info, after))
     }
 
     const handleEvent = (event: TaskEvent): Effect.Effect<void> => {
@@ -921,24 +961,24 @@ export const make = (options: Options) =>
       })
       switch (event._tag) {
         case "TaskCreate":
-          return Effect.sync(() => dispatch(entry, "create", info(containerId, event.pid)))
+          return Effect.sync(() => dispatch("create", info(containerId, event.pid)))
         case "TaskStart":
-          return Effect.sync(() => dispatch(entry, "start", info(containerId, event.pid)))
+          return Effect.sync(() => dispatch("start", info(containerId, event.pid)))
         case "TaskExit":
           return deliverExit(entry, event.id, event.pid, event.exitStatus, event.exitedAt)
         case "TaskOOM":
           return Effect.sync(() => {
             entry.oomKilled = true
-            dispatch(entry, "oom", { ...info(containerId), oomKilled: true })
+            dispatch("oom", { ...info(containerId), oomKilled: true })
           })
         case "TaskExecAdded":
-          return Effect.sync(() => dispatch(entry, "exec-added", info(event.execId)))
+          return Effect.sync(() => dispatch("exec-added", info(event.execId)))
         case "TaskExecStarted":
-          return Effect.sync(() => dispatch(entry, "exec-started", info(event.execId, event.pid)))
+          return Effect.sync(() => dispatch("exec-started", info(event.execId, event.pid)))
         case "TaskPaused":
-          return Effect.sync(() => dispatch(entry, "paused", info(containerId)))
+          return Effect.sync(() => dispatch("paused", info(containerId)))
         case "TaskResumed":
-          return Effect.sync(() => dispatch(entry, "resumed", info(containerId)))
+          return Effect.sync(() => dispatch("resumed", info(containerId)))
         default:
           return Effect.logDebug("ignoring event").pipe(
             Effect.annotateLogs({ container: containerId, event: event._tag }),

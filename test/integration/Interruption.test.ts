@@ -9,7 +9,7 @@
  */
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { assert, describe, it, layer } from "@effect/vitest"
+import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
