@@ -31,7 +31,8 @@ export const tarDirectory = (dir: string): Stream.Stream<Uint8Array, System> =>
         try: () => Fs.statSync(dir),
         catch: (cause) => new System({ message: `checkpoint dir ${dir}: ${String(cause)}`, cause }),
       })
-      if (!stat.isDirectory()) return yield* new System({ message: `checkpoint dir ${dir} is not a directory` })
+      if (!stat.isDirectory())
+        return yield* new System({ message: `checkpoint dir ${dir} is not a directory` })
       const pack = yield* Effect.acquireRelease(
         Effect.sync(() => Tar.create({ cwd: dir, portable: true, noMtime: true }, ["."])),
         (pack) => Effect.sync(() => (pack as unknown as { destroy?: () => void }).destroy?.()),
@@ -43,28 +44,47 @@ export const tarDirectory = (dir: string): Stream.Stream<Uint8Array, System> =>
     }),
   )
 
+/** What `entryProblem` needs to know about symlinks: whether a path (relative, normalized) is one. */
+export interface Symlinks {
+  readonly has: (path: string) => boolean
+}
+
 /** Why an entry may not be extracted into `dir`, or undefined when it may. */
 export const entryProblem = (
   entry: { readonly path: string; readonly type: string; readonly linkpath?: string | undefined },
-  symlinks: ReadonlySet<string>,
+  symlinks: Symlinks,
 ): string | undefined => {
   const raw = entry.path
   if (raw.includes("\0")) return "contains NUL"
   if (Path.posix.isAbsolute(raw) || /^[A-Za-z]:/.test(raw)) return "is an absolute path"
   const parts = raw.split("/").filter((p) => p !== "" && p !== ".")
   if (parts.includes("..")) return "contains '..'"
-  const normalized = parts.join("/")
   // a file written through a symlink made by an earlier entry
   for (let i = 1; i < parts.length; i++) {
-    if (symlinks.has(parts.slice(0, i).join("/"))) return `goes through the symlink ${parts.slice(0, i).join("/")}`
+    if (symlinks.has(parts.slice(0, i).join("/")))
+      return `goes through the symlink ${parts.slice(0, i).join("/")}`
   }
   if (entry.type === "SymbolicLink" || entry.type === "Link") {
     const target = entry.linkpath ?? ""
     if (target === "") return "is a link without a target"
+    if (target.includes("\0")) return "links to a path containing NUL"
     if (Path.posix.isAbsolute(target)) return `links to the absolute path ${target}`
-    const base = entry.type === "SymbolicLink" ? Path.posix.dirname(normalized) : "."
-    const resolved = Path.posix.normalize(Path.posix.join(base, target))
-    if (resolved === ".." || resolved.startsWith("../")) return `links outside the directory (${target})`
+    // resolved one step at a time: `..` must not climb out, and no step may pass through a
+    // symlink (`d/s -> ..` then `d/u -> s/../..` is lexically inside but really two levels out)
+    const resolved = entry.type === "SymbolicLink" ? parts.slice(0, -1) : []
+    const steps = target.split("/").filter((p) => p !== "" && p !== ".")
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i]!
+      if (step === "..") {
+        if (resolved.length === 0) return `links outside the directory (${target})`
+        resolved.pop()
+        continue
+      }
+      resolved.push(step)
+      if (i < steps.length - 1 && symlinks.has(resolved.join("/"))) {
+        return `links through the symlink ${resolved.join("/")} (${target})`
+      }
+    }
   }
   if (!["File", "OldFile", "ContiguousFile", "Directory", "SymbolicLink", "Link"].includes(entry.type)) {
     return `has the unsupported type ${entry.type}`
@@ -87,18 +107,17 @@ const isSymlinkOnDisk = (dir: string, relative: string): boolean => {
  */
 export const checkArchive = (file: string, dir: string): Effect.Effect<void, InvalidParameter | System> =>
   Effect.async<void, InvalidParameter | System>((resume) => {
-    const symlinks = new Set<string>()
+    const archived = new Set<string>()
+    const symlinks: Symlinks = { has: (path) => archived.has(path) || isSymlinkOnDisk(dir, path) }
     let problem: InvalidParameter | undefined
     Tar.list({
       file,
       onReadEntry: (entry) => {
         if (problem !== undefined) return
-        const parts = entry.path.split("/").filter((p) => p !== "" && p !== ".")
-        for (let i = 1; i < parts.length; i++) {
-          const prefix = parts.slice(0, i).join("/")
-          if (!prefix.includes("..") && isSymlinkOnDisk(dir, prefix)) symlinks.add(prefix)
-        }
-        const reason = entryProblem({ path: entry.path, type: entry.type, linkpath: entry.linkpath }, symlinks)
+        const reason = entryProblem(
+          { path: entry.path, type: entry.type, linkpath: entry.linkpath },
+          symlinks,
+        )
         if (reason !== undefined) {
           problem = new InvalidParameter({
             message: `checkpoint archive entry ${JSON.stringify(entry.path)} ${reason}: refusing to extract it`,
@@ -106,12 +125,20 @@ export const checkArchive = (file: string, dir: string): Effect.Effect<void, Inv
           return
         }
         if (entry.type === "SymbolicLink") {
-          symlinks.add(entry.path.split("/").filter((p) => p !== "" && p !== ".").join("/"))
+          archived.add(
+            entry.path
+              .split("/")
+              .filter((p) => p !== "" && p !== ".")
+              .join("/"),
+          )
         }
       },
     }).then(
       () => resume(problem === undefined ? Effect.void : Effect.fail(problem)),
-      (cause) => resume(Effect.fail(new System({ message: `cannot read checkpoint archive: ${String(cause)}`, cause }))),
+      (cause) =>
+        resume(
+          Effect.fail(new System({ message: `cannot read checkpoint archive: ${String(cause)}`, cause })),
+        ),
     )
   })
 
@@ -125,7 +152,8 @@ export const extractArchive = (file: string, dir: string): Effect.Effect<void, I
     })
     yield* Effect.tryPromise({
       try: () => Tar.extract({ file, cwd: dir, preservePaths: false, strict: true, preserveOwner: false }),
-      catch: (cause) => new System({ message: `cannot extract the checkpoint into ${dir}: ${String(cause)}`, cause }),
+      catch: (cause) =>
+        new System({ message: `cannot extract the checkpoint into ${dir}: ${String(cause)}`, cause }),
     })
   })
 
@@ -140,7 +168,9 @@ interface IndexEntry {
 /** Reads a whole blob into memory (indexes are small). */
 const readBlob = (digest: string) =>
   Effect.flatMap(Containerd, (containerd) =>
-    Stream.runFold(containerd.content.read(digest), Buffer.alloc(0), (acc, chunk) => Buffer.concat([acc, chunk])),
+    Stream.runFold(containerd.content.read(digest), Buffer.alloc(0), (acc, chunk) =>
+      Buffer.concat([acc, chunk]),
+    ),
   )
 
 /**
@@ -170,7 +200,12 @@ export const checkpointImage = (containerId: string, descriptors: ReadonlyArray<
         labels[`containerd.io/gc.ref.content.m.${i}`] = d.digest
       })
       const target = yield* containerd.content.write(
-        { ref: `checkpoint-index-${containerId}-${Date.now()}`, size: BigInt(bytes.byteLength), labels, mediaType: indexMediaType },
+        {
+          ref: `checkpoint-index-${containerId}-${Date.now()}`,
+          size: BigInt(bytes.byteLength),
+          labels,
+          mediaType: indexMediaType,
+        },
         Stream.make(new Uint8Array(bytes)),
       )
       const name = `containerd.io/checkpoint/${containerId}:${new Date().toISOString().replace(/[:.]/g, "-")}`
@@ -195,7 +230,9 @@ export const extractCheckpointImage = (imageName: string, dir: string) =>
       })
       const tarDesc = (index.manifests ?? []).find((m) => m.mediaType === checkpointMediaType)
       if (tarDesc === undefined) {
-        return yield* new System({ message: `invalid checkpoint: ${imageName} has no ${checkpointMediaType}` })
+        return yield* new System({
+          message: `invalid checkpoint: ${imageName} has no ${checkpointMediaType}`,
+        })
       }
       const tmp = yield* Effect.acquireRelease(
         Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "checkpoint-"))),
@@ -212,7 +249,8 @@ export const extractCheckpointImage = (imageName: string, dir: string) =>
             new Promise<void>((resolve, reject) =>
               Fs.write(fd, chunk, (error) => (error ? reject(error) : resolve())),
             ),
-          catch: (cause) => new System({ message: `failed to retrieve checkpoint data: ${String(cause)}`, cause }),
+          catch: (cause) =>
+            new System({ message: `failed to retrieve checkpoint data: ${String(cause)}`, cause }),
         }),
       )
       yield* extractArchive(file, dir)

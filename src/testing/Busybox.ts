@@ -30,6 +30,9 @@ export const writeRootfs = (dir: string, binary: string = busyboxPath): Effect.E
       if (!Fs.existsSync(binary)) {
         throw new Error(`${binary} not found: install the Debian package busybox-static`)
       }
+      // traversable by any uid: a user namespace maps container root to an unprivileged host uid
+      Fs.mkdirSync(dir, { recursive: true })
+      Fs.chmodSync(dir, 0o755)
       for (const sub of ["bin", "dev", "proc", "sys", "tmp", "etc", "root", "run"]) {
         Fs.mkdirSync(Path.join(dir, sub), { recursive: true })
       }
