@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { ContentService, WriteAction } from "../../generated/containerd/services/content/v1/content.js"
@@ -236,7 +237,7 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     options: WriteContentOptions,
     data: Stream.Stream<Uint8Array, E, R>,
   ): Effect.Effect<T.Descriptor, ContainerdError | E, R> => {
-    const hash = Crypto.createHash("sha256")
+    let hash = Crypto.createHash("sha256")
     let written = 0n
     const descriptor = (digest: string, size: bigint): T.Descriptor => ({
       mediaType: options.mediaType ?? "application/octet-stream",
@@ -250,6 +251,8 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
       (e as ContainerdError).code === GrpcCode.ALREADY_EXISTS
     const total = options.size ?? 0n
     const upload = Effect.gen(function* () {
+      hash = Crypto.createHash("sha256")
+      written = 0n
       const md = yield* metadata
       const call = yield* Call.duplex(client, ContentService.write, md)
       const base = {
@@ -296,7 +299,18 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
       })
       return descriptor(committed.digest || options.digest || `sha256:${hash.digest("hex")}`, offset)
     })
+    // another writer holds the ref (an upload being cancelled, say): wait for it, briefly
+    const locked = (e: ContainerdError | E) =>
+      typeof e === "object" &&
+      e !== null &&
+      (e as ContainerdError)._tag === "System" &&
+      (e as ContainerdError).code === GrpcCode.UNAVAILABLE &&
+      (e as ContainerdError).message.includes("locked")
     return Effect.scoped(upload).pipe(
+      Effect.retry({
+        while: locked,
+        schedule: Schedule.spaced("50 millis").pipe(Schedule.intersect(Schedule.recurs(40))),
+      }),
       Effect.catchIf(alreadyExists, () =>
         Effect.sync(() =>
           descriptor(options.digest ?? `sha256:${hash.copy().digest("hex")}`, total === 0n ? written : total),

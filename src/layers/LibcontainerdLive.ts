@@ -202,6 +202,15 @@ export const make = (options: Options) =>
 
     // ---- process IO ----
 
+    /** What closing a process's stdin sends once it exists; a daemon going away meanwhile is not an error. */
+    const closeStdinHook = (containerId: string, execId: string) =>
+      call(containerd.tasks.closeIO({ containerId, execId, stdin: true })).pipe(
+        Effect.catchIf(
+          (e) => e.message.includes("transport is closing"),
+          () => Effect.void,
+        ),
+      )
+
     /**
      * Makes a process's FIFOs and opens them in a fresh scope of its own, runs
      * `attachStdio` there. The scope is closed on failure.
@@ -226,14 +235,7 @@ export const make = (options: Options) =>
             ...(uid === 0 ? {} : { uid }),
             ...(gid === 0 ? {} : { gid }),
           })
-          const io = yield* processIO.open(set, {
-            onStdinClose: call(containerd.tasks.closeIO({ containerId: entry.id, execId, stdin: true })).pipe(
-              Effect.catchIf(
-                (e) => e.message.includes("transport is closing"),
-                () => Effect.void,
-              ),
-            ),
-          })
+          const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
           yield* (attachStdio ?? (noStdio as AttachStdio<E, R>))(io, processId)
           return io
         }).pipe(
@@ -711,7 +713,7 @@ export const make = (options: Options) =>
         const io = yield* Effect.gen(function* () {
           const io = yield* processIO.reattach(
             { stdin: record.stdin, stdout: record.stdout, stderr: record.stderr, terminal: record.terminal },
-            { onStdinClose: call(containerd.tasks.closeIO({ containerId, execId, stdin: true })) },
+            { onStdinClose: closeStdinHook(containerId, execId) },
           )
           yield* io.processCreated
           yield* (attachStdio ?? (noStdio as AttachStdio<E, R>))(io, processId)
@@ -771,7 +773,20 @@ export const make = (options: Options) =>
                     Effect.map(Option.some),
                     Effect.catchTag("NotFound", () => Effect.succeedNone),
                   )
-                  if (Option.isNone(record) || record.value.status === "STOPPED") continue
+                  if (Option.isNone(record)) continue
+                  if (record.value.status === "STOPPED") {
+                    // finished while no client ran: nobody will wait for it; delete it and its FIFOs
+                    yield* call(containerd.tasks.deleteProcess({ containerId: id, execId })).pipe(
+                      Effect.ignore,
+                    )
+                    yield* Effect.sync(() => {
+                      for (const path of [record.value.stdin, record.value.stdout, record.value.stderr]) {
+                        if (path !== "" && path.startsWith(`${reserved.bundleDir}/`))
+                          Fs.rmSync(path, { force: true })
+                      }
+                    })
+                    continue
+                  }
                   const exec = yield* reattachProcess(id, execId, execId, record.value, attachStdio)
                   opened.push(exec)
                   entry.execs.set(execId, exec)
