@@ -403,13 +403,13 @@ export const Spec: Schema.Schema<Spec> = Spec_
 // Decoding
 // ---------------------------------------------------------------------------
 
-const identifier = /^[A-Za-z_$][A-Za-z0-9_$]*$/
+const plainKey = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 
 const formatPath = (root: string, path: ReadonlyArray<PropertyKey>): string => {
   let out = root
   for (const key of path) {
     if (typeof key === "number") out += `[${key}]`
-    else if (typeof key === "string" && identifier.test(key)) out += out === "" ? key : `.${key}`
+    else if (typeof key === "string" && plainKey.test(key)) out += out === "" ? key : `.${key}`
     else out += `[${JSON.stringify(String(key))}]`
   }
   return out

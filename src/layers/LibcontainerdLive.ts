@@ -117,7 +117,7 @@ export const specUser = (spec: Spec.Spec): { readonly uid: number; readonly gid:
 
 const statusOf = (s: string): Status => s.toLowerCase() as Status
 
-const noStdio: AttachStdio = (io) =>
+const noStdio: AttachStdio<never, never> = (io) =>
   Effect.gen(function* () {
     yield* Effect.forkScoped(Stream.runDrain(io.stdout).pipe(Effect.ignore))
     if (io.stderr !== undefined) yield* Effect.forkScoped(Stream.runDrain(io.stderr).pipe(Effect.ignore))
@@ -211,6 +211,15 @@ export const make = (options: Options) =>
         ),
       )
 
+    /** Runs `effect` in a process's scope, and closes that scope when it fails. */
+    const ownedBy =
+      (scope: Scope.CloseableScope) =>
+      <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Scope.Scope>> =>
+        effect.pipe(
+          Scope.extend(scope),
+          Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)),
+        )
+
     /**
      * Makes a process's FIFOs and opens them in a fresh scope of its own, runs
      * `attachStdio` there. The scope is closed on failure.
@@ -236,12 +245,9 @@ export const make = (options: Options) =>
             ...(gid === 0 ? {} : { gid }),
           })
           const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
-          yield* (attachStdio ?? (noStdio as AttachStdio<E, R>))(io, processId)
+          yield* (attachStdio ?? noStdio)(io, processId)
           return io
-        }).pipe(
-          Scope.extend(scope),
-          Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)),
-        )
+        }).pipe(ownedBy(scope))
         const exited = yield* Deferred.make<void>()
         return { scope, io, exited }
       })
@@ -716,12 +722,9 @@ export const make = (options: Options) =>
             { onStdinClose: closeStdinHook(containerId, execId) },
           )
           yield* io.processCreated
-          yield* (attachStdio ?? (noStdio as AttachStdio<E, R>))(io, processId)
+          yield* (attachStdio ?? noStdio)(io, processId)
           return io
-        }).pipe(
-          Scope.extend(scope),
-          Effect.onExit((exit) => (Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)),
-        )
+        }).pipe(ownedBy(scope))
         return { processId, pid: record.pid, scope, io, exited } satisfies ProcessEntry
       })
 

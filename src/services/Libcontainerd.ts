@@ -37,7 +37,7 @@ import type { DirectIO } from "./ProcessIO.js"
  * It runs in the process's own Scope, so fibers it forks with
  * `Effect.forkScoped` (readers of stdout, say) end when the process is deleted.
  */
-export type AttachStdio<E = never, R = never> = (
+export type AttachStdio<E = ContainerdError, R = never> = (
   io: DirectIO,
   processId: string,
 ) => Effect.Effect<void, E, R | Scope.Scope>
