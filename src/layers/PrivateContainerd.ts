@@ -169,42 +169,48 @@ const processAlive = (pid: number) => {
   }
 }
 
-/** Kills (SIGKILL, all processes) and deletes every task in every namespace the daemon knows. */
-const killAllTasks = (state: string) =>
-  Effect.gen(function* () {
-    const containerd = yield* Containerd
-    const taskRoot = Path.join(state, "io.containerd.runtime.v2.task")
-    const namespaces = Fs.existsSync(taskRoot) ? Fs.readdirSync(taskRoot) : []
-    yield* Effect.forEach(
-      namespaces,
-      (namespace) =>
-        Effect.gen(function* () {
-          const tasks = yield* containerd.tasks.list()
-          yield* Effect.forEach(
-            tasks,
-            (task) =>
-              containerd.tasks
-                .kill({ containerId: task.id, signal: 9, all: true })
-                .pipe(
-                  Effect.ignore,
-                  Effect.zipRight(
-                    containerd.tasks
-                      .wait({ containerId: task.id })
-                      .pipe(Effect.timeout("5 seconds"), Effect.ignore),
-                  ),
-                  Effect.zipRight(containerd.tasks.delete({ containerId: task.id }).pipe(Effect.ignore)),
-                ),
-            { concurrency: 8, discard: true },
-          )
-          const containers = yield* containerd.containers.list()
-          yield* Effect.forEach(containers, (c) => containerd.containers.delete(c.id).pipe(Effect.ignore), {
-            concurrency: 8,
-            discard: true,
-          })
-        }).pipe(Containerd.withNamespace(namespace), Effect.ignore),
-      { discard: true },
-    )
+/**
+ * Kills (SIGKILL, all processes) and deletes every task, then deletes every
+ * container, in the current namespace (`Containerd.withNamespace`).
+ */
+export const emptyNamespace: Effect.Effect<void, ContainerdError, Containerd> = Effect.gen(function* () {
+  const containerd = yield* Containerd
+  const tasks = yield* containerd.tasks.list()
+  yield* Effect.forEach(
+    tasks,
+    (task) =>
+      containerd.tasks
+        .kill({ containerId: task.containerId, signal: 9, all: true })
+        .pipe(
+          Effect.ignore,
+          Effect.zipRight(
+            containerd.tasks
+              .wait({ containerId: task.containerId })
+              .pipe(Effect.timeout("10 seconds"), Effect.ignore),
+          ),
+          Effect.zipRight(containerd.tasks.delete({ containerId: task.containerId }).pipe(Effect.ignore)),
+        ),
+    { concurrency: 8, discard: true },
+  )
+  const containers = yield* containerd.containers.list()
+  yield* Effect.forEach(containers, (c) => containerd.containers.delete(c.id).pipe(Effect.ignore), {
+    concurrency: 8,
+    discard: true,
   })
+})
+
+/** Empties every namespace the daemon has tasks in (its shims would outlive it). */
+const killAllTasks = (state: string) => {
+  const taskRoot = Path.join(state, "io.containerd.runtime.v2.task")
+  const namespaces = Fs.existsSync(taskRoot) ? Fs.readdirSync(taskRoot) : []
+  return Effect.forEach(
+    namespaces,
+    (namespace) => emptyNamespace.pipe(Containerd.withNamespace(namespace), Effect.ignore),
+    {
+      discard: true,
+    },
+  )
+}
 
 /**
  * Starts a private containerd in a Scope. The release stops it by pid and removes its dir;

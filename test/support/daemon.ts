@@ -8,7 +8,8 @@ import * as Layer from "effect/Layer"
 import { inject } from "vitest"
 import * as Spec from "../../src/domain/Spec.js"
 import * as ContainerdLive from "../../src/layers/ContainerdLive.js"
-import { Containerd } from "../../src/services/Containerd.js"
+import * as PrivateContainerd from "../../src/layers/PrivateContainerd.js"
+import type { Containerd } from "../../src/services/Containerd.js"
 
 /** The private daemon's socket. */
 export const address = (): string => inject("containerdAddress")
@@ -21,31 +22,7 @@ export const freshNamespace = (prefix: string): string =>
   `${prefix}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
 
 /** Kills and deletes every task and container in the current namespace. */
-export const cleanNamespace = Effect.gen(function* () {
-  const containerd = yield* Containerd
-  const tasks = yield* containerd.tasks.list()
-  yield* Effect.forEach(
-    tasks,
-    (task) =>
-      containerd.tasks
-        .kill({ containerId: task.containerId, signal: 9, all: true })
-        .pipe(
-          Effect.ignore,
-          Effect.zipRight(
-            containerd.tasks
-              .wait({ containerId: task.containerId })
-              .pipe(Effect.timeout("10 seconds"), Effect.ignore),
-          ),
-          Effect.zipRight(containerd.tasks.delete({ containerId: task.containerId }).pipe(Effect.ignore)),
-        ),
-    { concurrency: 8, discard: true },
-  )
-  const containers = yield* containerd.containers.list()
-  yield* Effect.forEach(containers, (c) => containerd.containers.delete(c.id).pipe(Effect.ignore), {
-    concurrency: 8,
-    discard: true,
-  })
-})
+export const cleanNamespace = PrivateContainerd.emptyNamespace
 
 /** `Containerd` on the suite's daemon in `namespace`; the namespace is emptied when the layer is released. */
 export const containerdLayer = (namespace: string): Layer.Layer<Containerd, never> =>
