@@ -1,0 +1,148 @@
+/**
+ * Every Libcontainerd operation runs in a span with the container id, process
+ * id and namespace, and the operation, failure and event-lag metrics move.
+ * Runs on the in-memory layers.
+ */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Tracer from "effect/Tracer"
+import * as Spec from "../src/domain/Spec.js"
+import * as Telemetry from "../src/internal/telemetry.js"
+import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
+import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
+import * as Backend from "../src/services/Backend.js"
+import { Libcontainerd } from "../src/services/Libcontainerd.js"
+
+interface Recorded {
+  readonly name: string
+  readonly attributes: Map<string, unknown>
+  ended: boolean
+  failed: boolean
+}
+
+/** A tracer that keeps every span it is given. */
+const recordingTracer = () => {
+  const spans: Array<Recorded> = []
+  let next = 0
+  const tracer = Tracer.make({
+    span: (name, parent, context, links, startTime, kind) => {
+      const recorded: Recorded = { name, attributes: new Map(), ended: false, failed: false }
+      spans.push(recorded)
+      const id = String(++next)
+      const span: Tracer.Span = {
+        _tag: "Span",
+        name,
+        spanId: id,
+        traceId: "trace",
+        parent,
+        context,
+        status: { _tag: "Started", startTime },
+        attributes: recorded.attributes,
+        links: [...links],
+        sampled: true,
+        kind,
+        end: (_endTime, exit) => {
+          recorded.ended = true
+          recorded.failed = exit._tag === "Failure"
+        },
+        attribute: (key, value) => {
+          recorded.attributes.set(key, value)
+        },
+        event: () => {},
+        addLinks: () => {},
+      }
+      return span
+    },
+    context: (f) => f(),
+  })
+  return { spans, tracer }
+}
+
+const counter = (metric: Metric.Metric.Counter<number>, tags: Record<string, string>) =>
+  Effect.map(
+    Metric.value(Object.entries(tags).reduce((m, [k, v]) => Metric.tagged(m, k, v), metric)),
+    (state) => state.count,
+  )
+
+const client = LibcontainerdLive.layer({
+  stateDir: Fs.mkdtempSync(Path.join(Os.tmpdir(), "telemetry-")),
+  namespace: "telemetry",
+}).pipe(
+  Layer.provideMerge(Backend.layerRecorder),
+  Layer.provideMerge(ContainerdMemory.layerWithProcessIO()),
+  Layer.orDie,
+)
+
+describe("telemetry", () => {
+  it.live("operations run in spans with ids and namespace; counters and histograms move", () =>
+    Effect.gen(function* () {
+      const { spans, tracer } = recordingTracer()
+      const createdBefore = yield* counter(Telemetry.operations, { operation: "create" })
+      const conflictsBefore = yield* counter(Telemetry.failures, { operation: "create", error: "Conflict" })
+      const lagBefore = (yield* Metric.value(Telemetry.eventLag)).count
+      const reconnectsBefore = (yield* Metric.value(Telemetry.reconnects)).count
+
+      yield* Effect.gen(function* () {
+        const lib = yield* Libcontainerd
+        const memory = yield* ContainerdMemory.ContainerdMemory
+        for (let i = 0; i < 200 && (yield* memory.subscribers) === 0; i++) yield* Effect.sleep("5 millis")
+        const spec = Spec.defaultLinux({
+          id: "t",
+          namespace: "telemetry",
+          rootPath: "/rootfs",
+          args: ["sleep", "10"],
+        })
+        yield* lib.create("t", spec)
+        yield* Effect.flip(lib.create("t", spec))
+        yield* lib.start("t")
+        yield* lib.exec("t", "e1", Spec.processFrom(spec, { args: ["true"] }))
+        yield* lib.signalProcess("t", "init", "SIGKILL")
+        const recorder = yield* Backend.Recorder
+        for (let i = 0; i < 400; i++) {
+          if ((yield* recorder.events).some((e) => e.type === "exit" && e.info.processId === "t")) break
+          yield* Effect.sleep("5 millis")
+        }
+        yield* lib.deleteTask("t")
+        yield* lib.delete("t")
+        // a dropped subscription is resubscribed and counted
+        yield* memory.disconnectSubscribers
+        for (
+          let i = 0;
+          i < 400 && (yield* Metric.value(Telemetry.reconnects)).count === reconnectsBefore;
+          i++
+        ) {
+          yield* Effect.sleep("10 millis")
+        }
+      }).pipe(Effect.provide(client), Effect.withTracer(tracer))
+
+      const names = spans.map((s) => s.name)
+      for (const op of ["create", "start", "exec", "signalProcess", "deleteTask", "delete"]) {
+        assert.include(names, `Libcontainerd.${op}`)
+      }
+      const exec = spans.find((s) => s.name === "Libcontainerd.exec")
+      assert.strictEqual(exec?.attributes.get("container.id"), "t")
+      assert.strictEqual(exec?.attributes.get("process.id"), "e1")
+      assert.strictEqual(exec?.attributes.get("containerd.namespace"), "telemetry")
+      assert.isTrue(exec?.ended)
+      const failedCreate = spans.filter((s) => s.name === "Libcontainerd.create").find((s) => s.failed)
+      assert.isDefined(failedCreate, "the conflicting create's span ended as a failure")
+
+      assert.strictEqual((yield* counter(Telemetry.operations, { operation: "create" })) - createdBefore, 2)
+      assert.strictEqual(
+        (yield* counter(Telemetry.failures, { operation: "create", error: "Conflict" })) - conflictsBefore,
+        1,
+      )
+      const duration = yield* Metric.value(Metric.tagged(Telemetry.duration, "operation", "start"))
+      assert.isAtLeast(duration.count, 1)
+      assert.isAbove((yield* Metric.value(Telemetry.eventLag)).count, lagBefore, "event lag recorded")
+      assert.isTrue(Option.isSome(Option.fromNullable(duration.max)))
+      assert.strictEqual((yield* Metric.value(Telemetry.reconnects)).count - reconnectsBefore, 1)
+    }),
+  )
+})
