@@ -42,3 +42,7 @@ export * as TaskEventsMemory from "./layers/TaskEventsMemory.js"
 export * as LibcontainerdLive from "./layers/LibcontainerdLive.js"
 /** A busybox rootfs for tests and demos. */
 export * as Busybox from "./testing/Busybox.js"
+/** The library's metrics (operations, failures, durations, event lag, reconnects). */
+export * as Telemetry from "./internal/telemetry.js"
+/** In-memory `Containerd` for tests. */
+export * as ContainerdMemory from "./layers/ContainerdMemory.js"
