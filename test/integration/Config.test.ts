@@ -8,6 +8,7 @@ import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ContainerdLive from "../../src/layers/ContainerdLive.js"
 import * as LibcontainerdLive from "../../src/layers/LibcontainerdLive.js"
@@ -36,16 +37,23 @@ describe("configuration from the environment", () => {
     }),
   )
 
-  it.live("ContainerdLive.layerConfig defaults to the system socket and says so when it is absent", () =>
+  it.live("ContainerdLive.layerConfig defaults to the system socket and the default namespace", () =>
     Effect.gen(function* () {
-      const error = yield* Effect.flip(
-        Effect.asVoid(Containerd).pipe(
+      const result = yield* Effect.either(
+        Effect.map(Containerd, (c) => c.namespace).pipe(
           Effect.provide(ContainerdLive.layerConfig.pipe(Layer.provide(withEnv({})))),
         ),
       )
-      if (Fs.existsSync(ContainerdLive.defaultAddress)) return // a system containerd answers here
-      assert.strictEqual(error._tag, "System")
-      assert.include(error.message, ContainerdLive.defaultAddress)
+      if (Fs.existsSync(ContainerdLive.defaultAddress)) {
+        // a system containerd is there: the layer uses it, in "default"
+        assert.deepStrictEqual(result, Either.right("default"))
+      } else {
+        assert.isTrue(Either.isLeft(result))
+        if (Either.isLeft(result)) {
+          assert.strictEqual(result.left._tag, "System")
+          assert.include(result.left.message, ContainerdLive.defaultAddress)
+        }
+      }
     }),
   )
 
