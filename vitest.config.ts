@@ -1,4 +1,7 @@
+import { fileURLToPath } from "node:url"
 import { defineConfig } from "vitest/config"
+
+const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta.url))
 
 export default defineConfig({
   test: {
@@ -6,9 +9,16 @@ export default defineConfig({
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     projects: [
       {
+        // examples import the library by its package name, as consumers do: map it onto the sources
+        resolve: {
+          alias: [
+            { find: /^effect-containerd$/, replacement: src("index.ts") },
+            { find: /^effect-containerd\/(.*)$/, replacement: src("$1.ts") },
+          ],
+        },
         test: {
           name: "unit",
-          include: ["test/*.test.ts", "examples/**/*.test.ts"],
+          include: ["test/*.test.ts", "examples/**/*.test.ts", "test/contract/memory.test.ts"],
           testTimeout: 30_000,
         },
       },
