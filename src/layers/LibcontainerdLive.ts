@@ -63,6 +63,9 @@ export interface Options {
   readonly eventsRetry?: Schedule.Schedule<unknown, ContainerdError>
 }
 
+/** How long an exit found by reconciliation waits for the stream to deliver it first. */
+export const reconcileGrace = "250 millis"
+
 /** The default runtime. */
 export const defaultRuntime = "io.containerd.runc.v2"
 
@@ -1007,9 +1010,15 @@ export const make = (options: Options) =>
     /**
      * After every (re)subscription: an exit that happened while no
      * subscription was live is found with `Tasks.Get` and delivered once.
+     * It runs beside the stream, and a found exit waits a grace period
+     * before it is delivered: events the new subscription already carries
+     * (the process's create, start or OOM, or the exit itself, republished
+     * by the shim) are dispatched first, in their order, and an exit they
+     * deliver makes the found one a duplicate.
      */
-    const reconcile = Effect.suspend(() =>
-      Effect.forEach(
+    const reconcile = Effect.suspend(() => {
+      const found: Array<Effect.Effect<void>> = []
+      return Effect.forEach(
         [...containers.values()],
         (entry) =>
           Effect.gen(function* () {
@@ -1024,19 +1033,29 @@ export const make = (options: Options) =>
                 ),
               ).pipe(Effect.option)
               if (Option.isSome(record) && record.value.status === "STOPPED") {
-                yield* deliverExit(
-                  entry,
-                  processId,
-                  record.value.pid,
-                  record.value.exitStatus,
-                  record.value.exitedAt,
+                found.push(
+                  deliverExit(
+                    entry,
+                    processId,
+                    record.value.pid,
+                    record.value.exitStatus,
+                    record.value.exitedAt,
+                  ),
                 )
               }
             }
           }),
         { concurrency: 8, discard: true },
-      ),
-    ).pipe(Effect.catchAllCause((cause) => Effect.logWarning("reconciliation incomplete", cause)))
+      ).pipe(
+        Effect.zipRight(
+          Effect.suspend(() =>
+            found.length === 0
+              ? Effect.void
+              : Effect.zipRight(Effect.sleep(reconcileGrace), Effect.all(found, { discard: true })),
+          ),
+        ),
+      )
+    }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("reconciliation incomplete", cause)))
 
     const recordLag = (published: Timestamp) =>
       published.seconds <= 0n
@@ -1051,7 +1070,7 @@ export const make = (options: Options) =>
       item._tag === "Subscribed"
         ? Effect.zipRight(
             subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void,
-            reconcile,
+            Effect.asVoid(Effect.forkIn(reconcile, clientScope)),
           )
         : Effect.zipRight(recordLag(item.timestamp), handleEvent(item.event)),
     ).pipe(
