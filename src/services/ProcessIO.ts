@@ -108,6 +108,8 @@ export interface DirectIO {
    * Flushes and closes the client's stdin writer, then has the `onStdinClose` hook (`CloseIO`) run exactly once as soon
    * as the process exists. After `processCreated` it waits for the hook and fails with the hook's error; before, it
    * returns at once and the hook runs when `processCreated` comes (its result is `stdinClosed`). A no-op without stdin.
+   * Known limit: bytes written and then closed before the process exists are lost (our write end was the pipe's
+   * only opener, so the kernel drops them); write before creation and close after it.
    */
   readonly closeStdin: Effect.Effect<void, ContainerdError>
   /** Registers the hook closing stdin at containerd (first registration wins); a pending close waits for it. */

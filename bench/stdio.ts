@@ -1,0 +1,250 @@
+/**
+ * Group "stdio": a container's stdout through `ProcessIO` (Node, non-blocking
+ * FIFO read ends as sockets) vs the same container's stdout FIFO read by
+ * `cat <fifo> >/dev/null`, 1 GiB from busybox `dd bs=64k` and `head -c`,
+ * timed from `Tasks.Start` to EOF, runs interleaved; and the cost of making
+ * and removing a stdin+stdout+stderr FIFO set vs spawning `mkfifo` three times.
+ */
+import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { performance } from "node:perf_hooks"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Stream from "effect/Stream"
+import * as Spec from "../src/domain/Spec.js"
+import * as ContainerdLive from "../src/layers/ContainerdLive.js"
+import * as ProcessIONode from "../src/layers/ProcessIONode.js"
+import { Containerd } from "../src/services/Containerd.js"
+import { ProcessIO } from "../src/services/ProcessIO.js"
+import * as Busybox from "../src/testing/Busybox.js"
+import { withDaemon } from "./daemon.js"
+import { against, type Group, type Result, summarize, timePair } from "./harness.js"
+
+const total = 1024 * 1024 * 1024
+const runs = 5
+const fifoSets = 300
+
+const workloads = [
+  { key: "dd", label: "dd bs=64k count=16384", args: ["dd", "if=/dev/zero", "bs=64k", "count=16384"] },
+  { key: "head", label: "head -c 1073741824 /dev/zero", args: ["head", "-c", String(total), "/dev/zero"] },
+] as const
+
+/** Resolves when the child exits with 0, rejects otherwise. */
+const exited = (child: ChildProcess.ChildProcess, what: string): Promise<void> =>
+  new Promise((resolve, reject) => {
+    child.once("error", reject)
+    child.once("exit", (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${what} exited with ${code ?? signal}`)),
+    )
+  })
+
+const mkfifo = (path: string) => exited(ChildProcess.spawn("mkfifo", [path], { stdio: "ignore" }), "mkfifo")
+
+/** The "stdio" group. */
+export const stdio: Group = {
+  name: "stdio",
+  description:
+    "1 GiB of container stdout: ProcessIO vs cat on the FIFO (MB/s); FIFO-set creation vs spawning mkfifo",
+  run: () =>
+    withDaemon(async (address) => {
+      const namespace = `bench-stdio-${process.pid}`
+      const work = Fs.mkdtempSync(Path.join(Os.tmpdir(), "bench-stdio-"))
+      const rootfs = Path.join(work, "rootfs")
+      const bundleDir = Path.join(work, "fifos")
+      Fs.mkdirSync(bundleDir)
+      const runtime = ManagedRuntime.make(
+        Layer.mergeAll(ContainerdLive.layer({ address, namespace }), ProcessIONode.layer()),
+      )
+      const run = <A, E>(effect: Effect.Effect<A, E, Containerd | ProcessIO>) => runtime.runPromise(effect)
+      try {
+        await Effect.runPromise(Busybox.writeRootfs(rootfs))
+        await run(
+          Effect.flatMap(Containerd, (c) =>
+            Effect.forEach(
+              workloads,
+              (w) =>
+                c.containers.create({
+                  id: `stdio-${w.key}`,
+                  spec: Spec.defaultLinux({
+                    id: `stdio-${w.key}`,
+                    namespace,
+                    rootPath: rootfs,
+                    args: w.args,
+                  }),
+                  runtime: { name: "io.containerd.runc.v2" },
+                }),
+              { discard: true },
+            ),
+          ),
+        )
+        let seq = 0
+
+        /** One task whose stdout is read by ProcessIO; seconds from Tasks.Start to EOF. */
+        const viaLibrary = (containerId: string) =>
+          run(
+            Effect.scoped(
+              Effect.gen(function* () {
+                const c = yield* Containerd
+                const processIO = yield* ProcessIO
+                const set = yield* processIO.create({
+                  bundleDir,
+                  processId: `lib-${seq++}`,
+                  stdin: false,
+                  terminal: false,
+                })
+                const io = yield* processIO.open(set)
+                let bytes = 0
+                const counted = yield* Effect.fork(
+                  Stream.runForEachChunk(io.stdout, (chunks) =>
+                    Effect.sync(() => {
+                      for (const chunk of chunks) bytes += chunk.length
+                    }),
+                  ),
+                )
+                if (io.stderr !== undefined) yield* Effect.fork(Stream.runDrain(io.stderr))
+                yield* c.tasks.create({
+                  containerId,
+                  stdout: set.stdout,
+                  stderr: set.stderr ?? "",
+                  terminal: false,
+                })
+                yield* io.processCreated
+                const started = performance.now()
+                yield* c.tasks.start({ containerId })
+                yield* Fiber.join(counted)
+                const seconds = (performance.now() - started) / 1000
+                const status = yield* c.tasks.wait({ containerId })
+                yield* io.markExited
+                yield* io.awaitDrained
+                yield* c.tasks.delete({ containerId })
+                yield* io.processDeleted
+                if (bytes !== total || status.exitStatus !== 0) {
+                  return yield* Effect.dieMessage(
+                    `${containerId}: ${bytes} bytes, exit ${status.exitStatus} (expected ${total}, 0)`,
+                  )
+                }
+                return seconds
+              }),
+            ),
+          )
+
+        /** The same task with its stdout (and stderr) FIFOs read by spawned `cat`s. */
+        const viaCat = async (containerId: string) => {
+          const n = seq++
+          const stdout = Path.join(bundleDir, `cat-${n}-stdout`)
+          const stderr = Path.join(bundleDir, `cat-${n}-stderr`)
+          await mkfifo(stdout)
+          await mkfifo(stderr)
+          try {
+            const catOut = exited(
+              ChildProcess.spawn("cat", [stdout], { stdio: ["ignore", "ignore", "inherit"] }),
+              "cat stdout",
+            )
+            const catErr = exited(ChildProcess.spawn("cat", [stderr], { stdio: "ignore" }), "cat stderr")
+            return await run(
+              Effect.gen(function* () {
+                const c = yield* Containerd
+                yield* c.tasks.create({ containerId, stdout, stderr, terminal: false })
+                const started = performance.now()
+                yield* c.tasks.start({ containerId })
+                yield* Effect.promise(() => catOut)
+                const seconds = (performance.now() - started) / 1000
+                const status = yield* c.tasks.wait({ containerId })
+                yield* Effect.promise(() => catErr)
+                yield* c.tasks.delete({ containerId })
+                if (status.exitStatus !== 0)
+                  return yield* Effect.dieMessage(`${containerId}: exit ${status.exitStatus}`)
+                return seconds
+              }),
+            )
+          } finally {
+            Fs.rmSync(stdout, { force: true })
+            Fs.rmSync(stderr, { force: true })
+          }
+        }
+
+        const rows: Result[] = []
+        const rates = new Map<string, { library: number[]; cat: number[] }>(
+          workloads.map((w) => [w.key, { library: [], cat: [] }]),
+        )
+        const mbps = (seconds: number) => total / 1e6 / seconds
+        for (const w of workloads) {
+          // warm-up: page cache, shim binary, busybox
+          await viaLibrary(`stdio-${w.key}`)
+          await viaCat(`stdio-${w.key}`)
+        }
+        for (let i = 0; i < runs; i++) {
+          for (const w of workloads) {
+            const id = `stdio-${w.key}`
+            const seen = rates.get(w.key)!
+            // alternate which side goes first so that drift affects both alike
+            if (i % 2 === 0) {
+              seen.library.push(mbps(await viaLibrary(id)))
+              seen.cat.push(mbps(await viaCat(id)))
+            } else {
+              seen.cat.push(mbps(await viaCat(id)))
+              seen.library.push(mbps(await viaLibrary(id)))
+            }
+          }
+        }
+        for (const w of workloads) {
+          const seen = rates.get(w.key)!
+          const cat = summarize("stdio", `stdout 1 GiB, ${w.label}: cat <fifo> >/dev/null`, "MB/s", seen.cat)
+          const library = summarize(
+            "stdio",
+            `stdout 1 GiB, ${w.label}: ProcessIO stream`,
+            "MB/s",
+            seen.library,
+          )
+          rows.push(against(library, cat), cat)
+        }
+
+        // FIFO sets: ProcessIO.create (libc mkfifo) + scope close vs three spawned mkfifo + unlink
+        const processIO = ProcessIONode.make()
+        const createSet = () =>
+          Effect.runPromise(
+            Effect.scoped(processIO.create({ bundleDir, processId: "set", stdin: true, terminal: false })),
+          )
+        const spawnSet = async () => {
+          const paths = ["stdin", "stdout", "stderr"].map((s) => Path.join(bundleDir, `spawned-${s}`))
+          for (const path of paths) await mkfifo(path)
+          for (const path of paths) Fs.unlinkSync(path)
+        }
+        const [ours, theirs] = await timePair(createSet, spawnSet, fifoSets, 20)
+        const micro = (ms: ReadonlyArray<number>) => ms.map((v) => v * 1000)
+        const spawned = summarize(
+          "stdio",
+          "FIFO set (stdin+stdout+stderr): spawn mkfifo ×3 + unlink",
+          "µs",
+          micro(theirs),
+        )
+        const created = summarize(
+          "stdio",
+          "FIFO set (stdin+stdout+stderr): ProcessIO.create + close",
+          "µs",
+          micro(ours),
+        )
+        rows.push(against(created, spawned), spawned)
+        return rows
+      } finally {
+        await run(
+          Effect.gen(function* () {
+            const c = yield* Containerd
+            for (const w of workloads) {
+              const containerId = `stdio-${w.key}`
+              yield* c.tasks.kill({ containerId, signal: 9, all: true }).pipe(Effect.ignore)
+              yield* c.tasks.wait({ containerId }).pipe(Effect.timeout("10 seconds"), Effect.ignore)
+              yield* c.tasks.delete({ containerId }).pipe(Effect.ignore)
+              yield* c.containers.delete(containerId).pipe(Effect.ignore)
+            }
+          }),
+        ).catch(() => undefined)
+        await runtime.dispose()
+        Fs.rmSync(work, { recursive: true, force: true })
+      }
+    }),
+}
