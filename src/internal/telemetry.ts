@@ -40,27 +40,55 @@ export const reconnects = Metric.counter("effect_containerd_event_reconnects_tot
   incremental: true,
 })
 
+interface Tagged {
+  readonly operations: Metric.Metric.Counter<number>
+  readonly duration: Metric.Metric.Histogram<number>
+  readonly failures: Map<string, Metric.Metric.Counter<number>>
+}
+
+/** The metrics of each operation, tagged once. */
+const taggedByOperation = new Map<string, Tagged>()
+
+const tagged = (operation: string): Tagged => {
+  let found = taggedByOperation.get(operation)
+  if (found === undefined) {
+    found = {
+      operations: Metric.tagged(operations, "operation", operation),
+      duration: Metric.tagged(duration, "operation", operation),
+      failures: new Map(),
+    }
+    taggedByOperation.set(operation, found)
+  }
+  return found
+}
+
+const failureCounter = (metrics: Tagged, operation: string, tag: string) => {
+  let counter = metrics.failures.get(tag)
+  if (counter === undefined) {
+    counter = Metric.tagged(Metric.tagged(failures, "operation", operation), "error", tag)
+    metrics.failures.set(tag, counter)
+  }
+  return counter
+}
+
 /** Counts, times and tags one operation's run. */
-export const measured =
-  (operation: string) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+export const measured = (operation: string) => {
+  const metrics = tagged(operation)
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.suspend(() => {
       const start = performance.now()
       return effect.pipe(
         Effect.tapError((error) =>
           Metric.increment(
-            Metric.tagged(
-              Metric.tagged(failures, "operation", operation),
-              "error",
-              isContainerdError(error) ? error._tag : "other",
-            ),
+            failureCounter(metrics, operation, isContainerdError(error) ? error._tag : "other"),
           ),
         ),
         Effect.ensuring(
           Effect.zipRight(
-            Metric.increment(Metric.tagged(operations, "operation", operation)),
-            Metric.update(Metric.tagged(duration, "operation", operation), performance.now() - start),
+            Metric.increment(metrics.operations),
+            Metric.update(metrics.duration, performance.now() - start),
           ),
         ),
       )
     })
+}

@@ -119,10 +119,14 @@ const fromDescriptor = (d: T.Descriptor): PbDescriptor => ({
   annotations: { ...d.annotations },
 })
 
-const toContainer = (c: PbContainer | undefined): Effect.Effect<T.Container, ContainerdError> =>
+/** A container record from the daemon; `sent` is the spec just sent, so the echoed copy need not be decoded. */
+const toContainer = (
+  c: PbContainer | undefined,
+  sent?: Spec.Spec,
+): Effect.Effect<T.Container, ContainerdError> =>
   Effect.gen(function* () {
     if (c === undefined) return yield* new System({ message: "containerd answered without a container" })
-    const spec = c.spec === undefined ? undefined : yield* Any.unpackSpec(c.spec)
+    const spec = sent !== undefined ? sent : c.spec === undefined ? undefined : yield* Any.unpackSpec(c.spec)
     const options = c.runtime?.options === undefined ? undefined : Any.unpackRuncOptions(c.runtime.options)
     return {
       id: c.id,
@@ -139,11 +143,13 @@ const toContainer = (c: PbContainer | undefined): Effect.Effect<T.Container, Con
 
 const defaultRuntime = "io.containerd.runc.v2"
 
-const fromContainerInput = (input: T.ContainerInput): Effect.Effect<PbContainer, ContainerdError> =>
+const fromContainerInput = (
+  input: T.ContainerInput,
+): Effect.Effect<{ readonly container: PbContainer; readonly spec: Spec.Spec }, ContainerdError> =>
   Effect.gen(function* () {
     yield* validateIdentifier("id", input.id)
     const spec = yield* Spec.decode(input.spec)
-    return {
+    const container: PbContainer = {
       id: input.id,
       labels: { ...input.labels },
       image: input.image ?? "",
@@ -158,6 +164,7 @@ const fromContainerInput = (input: T.ContainerInput): Effect.Effect<PbContainer,
       snapshotKey: "",
       extensions: {},
     }
+    return { container, spec }
   })
 
 const toImage = (image: PbImage | undefined): Effect.Effect<T.Image, ContainerdError> =>
@@ -325,8 +332,10 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     health,
     containers: {
       create: (input) =>
-        Effect.flatMap(fromContainerInput(input), (container) =>
-          Effect.flatMap(unary(ContainersService.create, { container }), (r) => toContainer(r.container)),
+        Effect.flatMap(fromContainerInput(input), ({ container, spec }) =>
+          Effect.flatMap(unary(ContainersService.create, { container }), (r) =>
+            toContainer(r.container, spec),
+          ),
         ),
       get: (id) =>
         Effect.flatMap(validateIdentifier("id", id), () =>
@@ -334,10 +343,10 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
         ),
       list: (filters = []) =>
         Effect.flatMap(unary(ContainersService.list, { filters: [...filters] }), (r) =>
-          Effect.forEach(r.containers, toContainer),
+          Effect.forEach(r.containers, (c) => toContainer(c)),
         ),
       update: (input, fieldPaths = []) =>
-        Effect.flatMap(fromContainerInput(input), (container) =>
+        Effect.flatMap(fromContainerInput(input), ({ container }) =>
           Effect.flatMap(
             unary(ContainersService.update, {
               container,

@@ -161,6 +161,8 @@ export const make = (options: Options) =>
         Effect.withSpan(Telemetry.measured(name)(effect), `Libcontainerd.${name}`, {
           attributes: { ...attributes, "containerd.namespace": namespace },
           kind: "client",
+          // the span names the operation; a stack trace per call costs more than the call's own work
+          captureStackTrace: false,
         })
 
     // ---- registry look-ups (the seed's getContainer / getProcess) ----
