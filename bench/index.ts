@@ -6,10 +6,13 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { type Group, print, type Result } from "./harness.js"
+import { contract } from "./contract.js"
 import { events } from "./events.js"
+import { stdio } from "./stdio.js"
+import { lifecycle } from "./lifecycle.js"
 import { wire } from "./wire.js"
 
-const groups: ReadonlyArray<Group> = [wire, events]
+const groups: ReadonlyArray<Group> = [wire, events, lifecycle, stdio, contract]
 
 const main = async () => {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith("-"))

@@ -20,7 +20,8 @@
  * `Containerd.withNamespace` (the layer's default otherwise), uploads run
  * under `Containerd.withLease`.
  *
- * Processes are played by scripts (`ContainerdMemory.script`): output,
+ * Processes are played by scripts (`ContainerdMemory.script`): output
+ * (after a delay if asked, made from the process's state when written),
  * exit status, how long they run on Effect's Clock (paused time does not
  * count), OOM, `cat`-like stdin echo, ignored signals. A process's stdio goes
  * through `ProcessIOMemory`: `tasks.create` waits until the client opened the
@@ -29,9 +30,9 @@
  * `sh -c "exit N"`; anything else exits 0 at once with no output.
  *
  * Not modelled: checkpoint/restore (fails with a `System` error: CRIU),
- * snapshots and rootfs mounts, namespaces as objects, image unpacking,
- * signals stopping a process (SIGSTOP), the daemon's own restart beyond
- * `disconnect`.
+ * a terminal's echo of its input, snapshots and rootfs mounts, namespaces
+ * as objects, image unpacking, signals stopping a process (SIGSTOP), the
+ * daemon's own restart beyond `disconnect`.
  *
  * ```ts
  * const TestLayer = ContainerdMemory.layerWithProcessIO()
@@ -61,14 +62,22 @@ import { Containerd, validateIdentifier } from "../services/Containerd.js"
 import type { ProcessIO } from "../services/ProcessIO.js"
 import * as ProcessIOMemory from "./ProcessIOMemory.js"
 
+/** What a scripted process writes: bytes, text, or text made from the process's state when it writes (`stty size`, say). */
+export type Output = Uint8Array | string | ((process: ProcessView) => Uint8Array | string)
+
 /** What a scripted process does once started. */
 export interface Script {
   /** The exit status when the script has run (default 0). */
   readonly exitCode?: number
-  /** Written to stdout first. */
-  readonly stdout?: Uint8Array | string
-  /** Written to stderr next (to stdout with a terminal, as a pty merges them). */
-  readonly stderr?: Uint8Array | string
+  /** Waits this long from its start (paused time excluded) before writing any output, like `sleep N; echo …`. */
+  readonly delay?: Duration.DurationInput
+  /** Written to stdout first; a function is called when the output is written (after `delay`), with the process as it is then. */
+  readonly stdout?: Output
+  /**
+   * Written to stderr next (to stdout with a terminal, as a pty merges them); a function as for `stdout`.
+   * With a terminal every output's "\n" goes out as "\r\n", as a pty's line discipline sends it.
+   */
+  readonly stderr?: Output
   /** How long the process runs from its start, on Effect's Clock, paused time excluded (default 0; `Duration.infinity`: until killed); it exits once its output is out, too. */
   readonly duration?: Duration.DurationInput
   /** Copies stdin to stdout until EOF (like `cat`) before `duration` starts. */

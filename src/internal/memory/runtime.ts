@@ -19,7 +19,7 @@ import * as Spec from "../../domain/Spec.js"
 import type * as T from "../../domain/Types.js"
 import { zeroTimestamp } from "../../domain/Types.js"
 import type { ContainerdError, System } from "../../errors/ContainerdError.js"
-import type { ProcessView, Script } from "../../layers/ContainerdMemory.js"
+import type { Output, ProcessView, Script } from "../../layers/ContainerdMemory.js"
 import type * as ProcessIOMemory from "../../layers/ProcessIOMemory.js"
 import {
   type Containerd,
@@ -81,6 +81,20 @@ const signal = <A, E = never>(): Deferred.Deferred<A, E> => Deferred.unsafeMake<
 
 const toBytes = (data: Uint8Array | string): Uint8Array =>
   typeof data === "string" ? new TextEncoder().encode(data) : data
+
+/** What a pty's line discipline does to output (`ONLCR`, on by default): every "\n" goes out as "\r\n". */
+const onlcr = (bytes: Uint8Array): Uint8Array => {
+  let newlines = 0
+  for (const byte of bytes) if (byte === 10) newlines++
+  if (newlines === 0) return bytes
+  const out = new Uint8Array(bytes.byteLength + newlines)
+  let at = 0
+  for (const byte of bytes) {
+    if (byte === 10) out[at++] = 13
+    out[at++] = byte
+  }
+  return out
+}
 
 const exitCodeOf = (code: number): number => ((Math.trunc(code) % 256) + 256) % 256
 
@@ -227,6 +241,19 @@ export const make = (deps: Deps) => {
     (task.pausedTotalMillis - proc.pausedBaselineMillis) -
     (task.pausedAtMillis === undefined ? 0 : nowMillis - task.pausedAtMillis)
 
+  /** A process as the shim sees it, for the test handle and for scripts' outputs. */
+  const viewOf = (ctx: Ctx, task: Task, proc: Proc): ProcessView => ({
+    args: proc.args,
+    terminal: proc.terminal,
+    status: statusOf(task, proc),
+    pid: proc.pid,
+    ptySize: proc.ptySize,
+    signals: [...proc.signals],
+    stdinClosed: proc.stdinClosed,
+    resources: task.resources,
+    orphaned: !ctx.ns.containers.has(task.containerId),
+  })
+
   /** Marks a process exited, closes its outputs, publishes the exit; the init's exit kills the execs. */
   const finish = (ctx: Ctx, task: Task, proc: Proc, code: number, publishExit = true): Effect.Effect<void> =>
     Effect.suspend(() => {
@@ -327,14 +354,14 @@ export const make = (deps: Deps) => {
       const out = side?.stdout
       const err = side?.stderr ?? side?.stdout
       const gated = <A>(effect: Effect.Effect<A>) => Effect.zipRight(task.gate.await, effect)
-      const write = (
-        target: ProcessIOMemory.ProcessOutput | undefined,
-        data: Uint8Array | string | undefined,
-      ) => {
-        if (target === undefined || data === undefined) return Effect.void
-        const bytes = toBytes(data)
-        return bytes.byteLength === 0 ? Effect.void : gated(target.write(bytes))
-      }
+      const write = (target: ProcessIOMemory.ProcessOutput | undefined, data: Output | undefined) =>
+        Effect.suspend(() => {
+          if (target === undefined || data === undefined) return Effect.void
+          const raw = toBytes(typeof data === "function" ? data(viewOf(ctx, task, proc)) : data)
+          const bytes = proc.terminal ? onlcr(raw) : raw
+          return bytes.byteLength === 0 ? Effect.void : gated(target.write(bytes))
+        })
+      if (script.delay !== undefined) yield* runUntil(task, proc, Duration.decode(script.delay))
       yield* write(out, script.stdout)
       yield* write(err, script.stderr)
       if (script.echoStdin === true && side?.stdin !== undefined) {
@@ -983,18 +1010,7 @@ export const make = (deps: Deps) => {
       withCtx((ctx) =>
         Effect.gen(function* () {
           const task = yield* findTask(ctx.ns, ref.containerId)
-          const proc = yield* getProc(task, ref.execId ?? "")
-          return {
-            args: proc.args,
-            terminal: proc.terminal,
-            status: statusOf(task, proc),
-            pid: proc.pid,
-            ptySize: proc.ptySize,
-            signals: [...proc.signals],
-            stdinClosed: proc.stdinClosed,
-            resources: task.resources,
-            orphaned: !ctx.ns.containers.has(ref.containerId),
-          }
+          return viewOf(ctx, task, yield* getProc(task, ref.execId ?? ""))
         }),
       ),
     /** Fails every pending `tasks.wait` with UNAVAILABLE "transport is closing". */
