@@ -520,6 +520,8 @@ describe("ContainerdMemory", () => {
     Effect.gen(function* () {
       const containerd = yield* Containerd
       const memory = yield* ContainerdMemory.ContainerdMemory
+      // an init without handlers ignores SIGUSR1: this one has a handler that exits
+      yield* memory.script({ containerId: "web" }, { duration: "5 seconds", diesOfSignals: true })
       yield* runTask("web", ["sleep", "5"])
       yield* TestClock.adjust("2 seconds")
       yield* containerd.tasks.pause("web")
@@ -550,24 +552,54 @@ describe("ContainerdMemory", () => {
     }).pipe(Effect.provide(TestLayer)),
   )
 
-  it.scoped("SIGTERM ends a process with 143; one that ignores it ends only with SIGKILL (137)", () =>
-    Effect.gen(function* () {
-      const containerd = yield* Containerd
-      const memory = yield* ContainerdMemory.ContainerdMemory
-      yield* runTask("web", ["sleep", "60"])
-      yield* containerd.tasks.kill({ containerId: "web", signal: 15 })
-      assert.strictEqual((yield* containerd.tasks.wait({ containerId: "web" })).exitStatus, 143)
+  it.scoped(
+    "SIGTERM ends an exec with 143; an init (PID 1) ignores it and ends only with SIGKILL (137)",
+    () =>
+      Effect.gen(function* () {
+        const containerd = yield* Containerd
+        const memory = yield* ContainerdMemory.ContainerdMemory
+        yield* runTask("web", ["sleep", "60"])
+        yield* containerd.tasks.exec({
+          containerId: "web",
+          execId: "e1",
+          spec: Spec.makeProcess({ args: ["sleep", "60"] }),
+        })
+        yield* containerd.tasks.start({ containerId: "web", execId: "e1" })
+        yield* containerd.tasks.kill({ containerId: "web", execId: "e1", signal: 15 })
+        assert.strictEqual(
+          (yield* containerd.tasks.wait({ containerId: "web", execId: "e1" })).exitStatus,
+          143,
+        )
 
-      yield* memory.script({ containerId: "stubborn" }, { duration: "60 seconds", ignoreSigterm: true })
-      yield* runTask("stubborn", ["server"])
-      yield* containerd.tasks.kill({ containerId: "stubborn", signal: 15 })
-      const waiting = yield* Effect.fork(containerd.tasks.wait({ containerId: "stubborn" }))
-      yield* Effect.repeatN(Effect.yieldNow(), 10)
-      assert.isTrue(Option.isNone(yield* Fiber.poll(waiting)))
-      yield* containerd.tasks.kill({ containerId: "stubborn", signal: 9 })
-      assert.strictEqual((yield* Fiber.join(waiting)).exitStatus, 137)
-      assert.deepStrictEqual((yield* memory.inspect({ containerId: "stubborn" })).signals, [15, 9])
-    }).pipe(Effect.provide(TestLayer)),
+        // the built-in `sleep 60` as the init is PID 1 without handlers: SIGTERM, SIGINT and SIGHUP do nothing
+        const initWaiting = yield* Effect.fork(containerd.tasks.wait({ containerId: "web" }))
+        for (const signal of [15, 2, 1]) yield* containerd.tasks.kill({ containerId: "web", signal })
+        yield* Effect.repeatN(Effect.yieldNow(), 10)
+        assert.isTrue(Option.isNone(yield* Fiber.poll(initWaiting)))
+        assert.strictEqual((yield* containerd.tasks.get({ containerId: "web" })).status, "RUNNING")
+        yield* containerd.tasks.kill({ containerId: "web", signal: 9 })
+        assert.strictEqual((yield* Fiber.join(initWaiting)).exitStatus, 137)
+        assert.deepStrictEqual((yield* memory.inspect({ containerId: "web" })).signals, [15, 2, 1, 9])
+
+        // an init whose script opts into dying of signals (a handler that exits) ends with 143
+        yield* memory.script({ containerId: "trap" }, { duration: "60 seconds", diesOfSignals: true })
+        yield* runTask("trap", ["server"])
+        yield* containerd.tasks.kill({ containerId: "trap", signal: 15 })
+        assert.strictEqual((yield* containerd.tasks.wait({ containerId: "trap" })).exitStatus, 143)
+
+        yield* memory.script(
+          { containerId: "stubborn" },
+          { duration: "60 seconds", diesOfSignals: true, ignoreSigterm: true },
+        )
+        yield* runTask("stubborn", ["server"])
+        yield* containerd.tasks.kill({ containerId: "stubborn", signal: 15 })
+        const waiting = yield* Effect.fork(containerd.tasks.wait({ containerId: "stubborn" }))
+        yield* Effect.repeatN(Effect.yieldNow(), 10)
+        assert.isTrue(Option.isNone(yield* Fiber.poll(waiting)))
+        yield* containerd.tasks.kill({ containerId: "stubborn", signal: 9 })
+        assert.strictEqual((yield* Fiber.join(waiting)).exitStatus, 137)
+        assert.deepStrictEqual((yield* memory.inspect({ containerId: "stubborn" })).signals, [15, 9])
+      }).pipe(Effect.provide(TestLayer)),
   )
 
   it.scoped("OOM: /tasks/oom comes before the exit, which is 137", () =>
@@ -692,6 +724,8 @@ describe("ContainerdMemory", () => {
     Effect.gen(function* () {
       const containerd = yield* Containerd
       const memory = yield* ContainerdMemory.ContainerdMemory
+      // an init without handlers ignores SIGHUP: this one dies of it, as a shell does
+      yield* memory.script({ containerId: "tty" }, { duration: "60 seconds", diesOfSignals: true })
       const { dio } = yield* runTask("tty", ["sleep", "60"], { stdin: true, terminal: true })
       yield* containerd.tasks.resizePty({ containerId: "tty", width: 120, height: 40 })
       assert.deepStrictEqual((yield* memory.inspect({ containerId: "tty" })).ptySize, {

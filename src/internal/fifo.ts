@@ -175,6 +175,14 @@ export class ChunkQueue {
     this.space()
   }
 
+  /** Drops every queued chunk, as a pipe whose last opener closed frees its buffer. */
+  clear(): void {
+    if (this.chunks.length === 0) return
+    this.chunks = []
+    this.bytes = 0
+    this.space()
+  }
+
   /** Every queued chunk, waiting for one; fails with `None` at the end. */
   readonly take: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ContainerdError>> = Effect.suspend(
     () => {

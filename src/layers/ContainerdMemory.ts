@@ -13,7 +13,9 @@
  * protobuf messages, and the same traps: deleting a container with a live
  * task succeeds and orphans it (only `tasks.list` still shows it), an exec's
  * stdin can only be closed once it started, events are delivered only to
- * subscriptions open at the time. The init's exit kills the execs (137); a
+ * subscriptions open at the time. The init's exit kills the execs (137); an
+ * init is PID 1 of its pid namespace and ignores every signal but SIGKILL
+ * unless its script says it `diesOfSignals` (an exec dies of them); a
  * paused (frozen) process gets signals at resume, except a SIGKILL to the init
  * (runc thaws for it); deleting a CREATED task kills it (137, no `/tasks/exit`).
  * Every call acts in the namespace of
@@ -84,9 +86,17 @@ export interface Script {
   readonly echoStdin?: boolean
   /** Hits the memory limit at the end: a `/tasks/oom` event, then exit 137. */
   readonly oom?: boolean
-  /** Ignores SIGTERM, like a PID 1 without a handler. */
+  /**
+   * Whether the process dies of the fatal signals it gets (exit 128 + n), as one without handlers does. Default: true
+   * for an exec, false for an init — PID 1 of its pid namespace, which the kernel shields from every signal it has no
+   * handler for but SIGKILL, so `sleep 60` as the init survives SIGTERM (and SIGINT, SIGHUP, …) on the real daemon.
+   * `true` on an init models a PID 1 whose handlers exit (a shell trap, an init such as tini); `ignoreSigterm` and
+   * `ignoreSignals` still apply then.
+   */
+  readonly diesOfSignals?: boolean
+  /** Ignores SIGTERM (an init ignores it anyway unless `diesOfSignals`). */
   readonly ignoreSigterm?: boolean
-  /** Further signals the process ignores (SIGKILL cannot be ignored). */
+  /** Further signals the process ignores when it `diesOfSignals` (SIGKILL cannot be ignored). */
   readonly ignoreSignals?: ReadonlyArray<number>
   /** `tasks.start` fails with this message (gRPC UNKNOWN, as an OCI runtime error); the process stays CREATED. */
   readonly startError?: string

@@ -11,7 +11,10 @@
  * Pipe semantics follow the FIFOs: a writer waits while the reader's buffer is
  * full or no reader is attached; the process sees stdin EOF only once the
  * client closed its writer and `closeIO` came; writes into a removed set are
- * dropped.
+ * dropped. The shim opens stdin's read end when it takes the process side
+ * (`processSide`); bytes still queued when the client's last writer closes
+ * before that are lost, as the kernel frees a FIFO's buffer once its last
+ * opener closes.
  *
  * @since 0.1.0
  */
@@ -82,7 +85,7 @@ export interface MemoryFile {
 export declare namespace ProcessIOMemory {
   /** Access to the process sides of sets and to the files that exist. */
   export interface Service {
-    /** The process side of the set whose stdout (or stdin/stderr) is at one of these paths. */
+    /** The process side of the set whose stdout (or stdin/stderr) is at one of these paths; opens its stdin's read end. */
     readonly processSide: (paths: {
       readonly stdin?: string
       readonly stdout?: string
@@ -168,6 +171,8 @@ class InPipe {
   private readonly queue: ChunkQueue
   private clientWriters = 0
   private shimOpen = true
+  /** Whether the shim has opened its read end (`processSide`): until then the client's writers are the only openers. */
+  private readerOpened = false
   readonly read: Stream.Stream<Uint8Array>
 
   constructor(capacity: number) {
@@ -179,6 +184,11 @@ class InPipe {
     this.shimOpen = false
     this.maybeEnd()
   })
+
+  /** The shim opens its read end: from now on the pipe keeps what the client wrote past the client's close. */
+  openReader(): void {
+    this.readerOpened = true
+  }
 
   private maybeEnd(): void {
     if (!this.shimOpen && this.clientWriters === 0) this.queue.end()
@@ -193,6 +203,8 @@ class InPipe {
       open = false
       fire(closed)
       this.clientWriters -= 1
+      // no reader and no other writer: the kernel frees the pipe's buffer
+      if (this.clientWriters === 0 && !this.readerOpened) this.queue.clear()
       this.maybeEnd()
     })
     const closedError = () => new System({ message: `write ${path}: stdin is closed` })
@@ -332,7 +344,10 @@ export const make = (
           ? Effect.fail(
               new NotFound({ message: `no FIFO set at ${paths.stdout ?? paths.stdin ?? paths.stderr}` }),
             )
-          : Effect.succeed(found.side)
+          : Effect.sync(() => {
+              found.stdin?.openReader()
+              return found.side
+            })
       }),
     files: Effect.sync(() => [...files].map(([path, entry]) => ({ path, uid: entry.uid, gid: entry.gid }))),
   })

@@ -67,5 +67,4 @@ contract("in-memory layers", {
         ),
   // the in-memory containerd models neither CRIU nor a container's view of its cgroup
   capabilities: { criu: false, cgroupFiles: false },
-  knownBugs: ["memory-pid1-dies-of-sigterm", "memory-keeps-stdin-closed-before-the-process-exists"],
 })

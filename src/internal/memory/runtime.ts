@@ -76,6 +76,10 @@ export const unlimitedMemory = 9223372036854771712n
 const bytesPerProcess = 4n * 1024n * 1024n
 
 const defaultIgnored: ReadonlySet<number> = new Set([0, 17, 18, 19, 20, 21, 22, 23, 28])
+/** What a PID 1 without handlers ignores: every signal (1–64) but SIGKILL. */
+const allButSigkill: ReadonlySet<number> = new Set(
+  Array.from({ length: 64 }, (_, i) => i + 1).filter((n) => n !== 9),
+)
 
 const signal = <A, E = never>(): Deferred.Deferred<A, E> => Deferred.unsafeMake<A, E>(FiberId.none)
 
@@ -384,10 +388,11 @@ export const make = (deps: Deps) => {
   /** Starts a process's fiber in the layer's scope: it ends at the script's end or at `terminate`, whichever first. */
   const launch = (ctx: Ctx, task: Task, proc: Proc, script: Script): Effect.Effect<void> =>
     Effect.gen(function* () {
-      proc.ignored = new Set([
-        ...(script.ignoreSignals ?? []),
-        ...(script.ignoreSigterm === true ? [15] : []),
-      ])
+      // an init is PID 1 of its pid namespace: the kernel drops every signal it has no handler for but SIGKILL
+      proc.ignored =
+        (script.diesOfSignals ?? proc.execId !== "")
+          ? new Set([...(script.ignoreSignals ?? []), ...(script.ignoreSigterm === true ? [15] : [])])
+          : allButSigkill
       proc.state = "RUNNING"
       proc.startedAtNanos = ctx.clock.unsafeCurrentTimeNanos()
       proc.pausedBaselineMillis = task.pausedTotalMillis
