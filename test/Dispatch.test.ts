@@ -1,13 +1,3 @@
-/**
- * The client's event dispatch on an in-memory event source: random
- * interleavings of many containers' events reach the Backend once each, in
- * order per container, and a slow Backend call for one container does not
- * hold back the others. Also: duplicate exits are dropped, exits missed while
- * disconnected are reconciled, and the OOM mark.
- */
-import * as Fs from "node:fs"
-import * as Os from "node:os"
-import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -20,6 +10,7 @@ import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
 import * as TaskEventsMemory from "../src/layers/TaskEventsMemory.js"
 import * as Backend from "../src/services/Backend.js"
 import { Libcontainerd } from "../src/services/Libcontainerd.js"
+import { tempStateDir } from "./support/client.js"
 
 interface Seen {
   readonly containerId: string
@@ -39,7 +30,7 @@ const slowBackend = (slow: string, release: Deferred.Deferred<void>, seen: Ref.R
   )
 
 const clientOn = (backend: Layer.Layer<Backend.Backend>) => {
-  const stateDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "dispatch-"))
+  const stateDir = tempStateDir("dispatch-")
   return LibcontainerdLive.layer({ stateDir }).pipe(
     Layer.provideMerge(Layer.mergeAll(backend, TaskEventsMemory.layer())),
     Layer.provideMerge(ContainerdMemory.layerWithProcessIO()),
@@ -152,7 +143,7 @@ describe("event dispatch (in-memory source)", () => {
       assert.strictEqual(missed[0]?.info.exitCode, 9)
     }).pipe(
       Effect.provide(
-        LibcontainerdLive.layer({ stateDir: Fs.mkdtempSync(Path.join(Os.tmpdir(), "dispatch-")) }).pipe(
+        LibcontainerdLive.layer({ stateDir: tempStateDir("dispatch-") }).pipe(
           Layer.provideMerge(Layer.mergeAll(Backend.layerRecorder, TaskEventsMemory.layer())),
           Layer.provideMerge(ContainerdMemory.layerWithProcessIO()),
           Layer.orDie,
@@ -198,7 +189,7 @@ describe("event dispatch (in-memory source)", () => {
       assert.isFalse(paused?.info.oomKilled)
     }).pipe(
       Effect.provide(
-        LibcontainerdLive.layer({ stateDir: Fs.mkdtempSync(Path.join(Os.tmpdir(), "dispatch-")) }).pipe(
+        LibcontainerdLive.layer({ stateDir: tempStateDir("dispatch-") }).pipe(
           Layer.provideMerge(Layer.mergeAll(Backend.layerRecorder, TaskEventsMemory.layer())),
           Layer.provideMerge(ContainerdMemory.layerWithProcessIO()),
           Layer.orDie,

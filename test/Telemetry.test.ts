@@ -1,11 +1,3 @@
-/**
- * Every Libcontainerd operation runs in a span with the container id, process
- * id and namespace, and the operation, failure and event-lag metrics move.
- * Runs on the in-memory layers.
- */
-import * as Fs from "node:fs"
-import * as Os from "node:os"
-import * as Path from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -18,6 +10,7 @@ import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
 import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
 import * as Backend from "../src/services/Backend.js"
 import { Libcontainerd } from "../src/services/Libcontainerd.js"
+import { tempStateDir } from "./support/client.js"
 
 interface Recorded {
   readonly name: string
@@ -71,7 +64,7 @@ const counter = (metric: Metric.Metric.Counter<number>, tags: Record<string, str
   )
 
 const client = LibcontainerdLive.layer({
-  stateDir: Fs.mkdtempSync(Path.join(Os.tmpdir(), "telemetry-")),
+  stateDir: tempStateDir("telemetry-"),
   namespace: "telemetry",
 }).pipe(
   Layer.provideMerge(Backend.layerRecorder),

@@ -9,6 +9,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
+import { afterAll } from "vitest"
 import * as Backend from "../../src/services/Backend.js"
 import * as LibcontainerdLive from "../../src/layers/LibcontainerdLive.js"
 import * as ProcessIONode from "../../src/layers/ProcessIONode.js"
@@ -17,8 +18,18 @@ import type { DirectIO } from "../../src/services/ProcessIO.js"
 import * as ContainerdLive from "../../src/layers/ContainerdLive.js"
 import { address, containerdLayer } from "./daemon.js"
 
-/** A temp state dir for one client, removed at the end. */
-export const tempStateDir = (): string => Fs.mkdtempSync(Path.join(Os.tmpdir(), "libcontainerd-state-"))
+const made: Array<string> = []
+// registered when a test file imports this module: removes the file's state dirs after its tests
+afterAll(() => {
+  for (const dir of made.splice(0)) Fs.rmSync(dir, { recursive: true, force: true })
+})
+
+/** A temp state dir for one client, removed after the test file's tests. */
+export const tempStateDir = (prefix = "libcontainerd-state-"): string => {
+  const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), prefix))
+  made.push(dir)
+  return dir
+}
 
 /** Everything a client test needs, in one layer. */
 export const clientLayer = (
