@@ -459,7 +459,7 @@ describe("ProcessIO (real daemon)", () => {
               summary(`during 64 starts (${startSeconds.toFixed(1)} s)`, stressed),
             ].join("\n")
             yield* Effect.logInfo(report)
-            assert.isAbove(stressed.readFile.length, 20, "the requests ran during the starts")
+            assert.isAtLeast(stressed.readFile.length, 5, "the requests ran during the starts")
             assert.isBelow(p99(stressed.queue), queueBound, `threadpool wait during the starts\n${report}`)
             assert.isBelow(
               p99(stressed.readFile),
