@@ -205,12 +205,27 @@ const killAllTasks = (state: string) => {
   const namespaces = Fs.existsSync(taskRoot) ? Fs.readdirSync(taskRoot) : []
   return Effect.forEach(
     namespaces,
-    (namespace) => emptyNamespace.pipe(Containerd.withNamespace(namespace), Effect.ignore),
-    {
-      discard: true,
-    },
+    (namespace) =>
+      emptyNamespace.pipe(
+        Containerd.withNamespace(namespace),
+        Effect.ignore,
+        // runc keeps a state dir per namespace under its default root; an empty one is ours to remove
+        Effect.zipRight(
+          Effect.sync(() => {
+            try {
+              Fs.rmdirSync(Path.join(runcDefaultRoot, namespace))
+            } catch {
+              // not empty, or not there: leave it
+            }
+          }),
+        ),
+      ),
+    { discard: true },
   )
 }
+
+/** Where runc keeps container state unless the runtime options say otherwise. */
+const runcDefaultRoot = "/run/containerd/runc"
 
 /**
  * Starts a private containerd in a Scope. The release stops it by pid and removes its dir;
