@@ -35,7 +35,7 @@ export const tarDirectory = (dir: string): Stream.Stream<Uint8Array, System> =>
         return yield* new System({ message: `checkpoint dir ${dir} is not a directory` })
       const pack = yield* Effect.acquireRelease(
         Effect.sync(() => Tar.create({ cwd: dir, portable: true, noMtime: true }, ["."])),
-        (pack) => Effect.sync(() => (pack as unknown as { destroy?: () => void }).destroy?.()),
+        (pack) => Effect.sync(() => pack.destroy()),
       )
       return Stream.fromAsyncIterable(
         pack as AsyncIterable<Buffer>,
