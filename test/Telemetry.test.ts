@@ -138,4 +138,13 @@ describe("telemetry", () => {
       assert.strictEqual((yield* Metric.value(Telemetry.reconnects)).count - reconnectsBefore, 1)
     }),
   )
+
+  it.live("an operation's duration is measured from its start to its end", () =>
+    Effect.gen(function* () {
+      yield* Telemetry.measured("telemetry-probe")(Effect.sleep("30 millis"))
+      const duration = yield* Metric.value(Metric.tagged(Telemetry.duration, "operation", "telemetry-probe"))
+      assert.strictEqual(duration.count, 1)
+      assert.isAtLeast(duration.max, 25, "the 30 ms operation is recorded as at least 25 ms")
+    }),
+  )
 })

@@ -6,26 +6,35 @@
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricKey from "effect/MetricKey"
+import type * as MetricKeyType from "effect/MetricKeyType"
+import * as MetricLabel from "effect/MetricLabel"
 import { isContainerdError } from "../errors/ContainerdError.js"
 
-/** Operations started, tagged `operation`. */
-export const operations = Metric.counter("effect_containerd_operations_total", {
+const operationsKey = MetricKey.counter("effect_containerd_operations_total", {
   description: "Libcontainerd operations started",
   incremental: true,
 })
 
-/** Operations that failed, tagged `operation` and `error` (the error's tag). */
-export const failures = Metric.counter("effect_containerd_operation_failures_total", {
+const failuresKey = MetricKey.counter("effect_containerd_operation_failures_total", {
   description: "Libcontainerd operations that failed, by error tag",
   incremental: true,
 })
 
-/** Operation duration in milliseconds, tagged `operation`. */
-export const duration = Metric.histogram(
+const durationKey = MetricKey.histogram(
   "effect_containerd_operation_duration_ms",
   MetricBoundaries.exponential({ start: 0.5, factor: 2, count: 16 }),
   "Libcontainerd operation duration in milliseconds",
 )
+
+/** Operations started, tagged `operation`. */
+export const operations = Metric.fromMetricKey(operationsKey)
+
+/** Operations that failed, tagged `operation` and `error` (the error's tag). */
+export const failures = Metric.fromMetricKey(failuresKey)
+
+/** Operation duration in milliseconds, tagged `operation`. */
+export const duration = Metric.fromMetricKey(durationKey)
 
 /** Delay between containerd publishing a task event and the client dispatching it, in milliseconds. */
 export const eventLag = Metric.histogram(
@@ -49,12 +58,25 @@ interface Tagged {
 /** The metrics of each operation, tagged once. */
 const taggedByOperation = new Map<string, Tagged>()
 
+// Each tagged metric is made from its tagged key: its hook is looked up once, not on every update
+// (`Metric.tagged` merges the tags and looks the key up in the registry at each update).
+const withTags = <Type extends MetricKeyType.MetricKeyType<any, any>>(
+  key: MetricKey.MetricKey<Type>,
+  tags: Record<string, string>,
+) =>
+  Metric.fromMetricKey(
+    MetricKey.taggedWithLabels(
+      key,
+      Object.entries(tags).map(([name, value]) => MetricLabel.make(name, value)),
+    ),
+  )
+
 const tagged = (operation: string): Tagged => {
   let found = taggedByOperation.get(operation)
   if (found === undefined) {
     found = {
-      operations: Metric.tagged(operations, "operation", operation),
-      duration: Metric.tagged(duration, "operation", operation),
+      operations: withTags(operationsKey, { operation }),
+      duration: withTags(durationKey, { operation }),
       failures: new Map(),
     }
     taggedByOperation.set(operation, found)
@@ -65,7 +87,7 @@ const tagged = (operation: string): Tagged => {
 const failureCounter = (metrics: Tagged, operation: string, tag: string) => {
   let counter = metrics.failures.get(tag)
   if (counter === undefined) {
-    counter = Metric.tagged(Metric.tagged(failures, "operation", operation), "error", tag)
+    counter = withTags(failuresKey, { operation, error: tag })
     metrics.failures.set(tag, counter)
   }
   return counter
@@ -83,10 +105,13 @@ export const measured = (operation: string) => {
             failureCounter(metrics, operation, isContainerdError(error) ? error._tag : "other"),
           ),
         ),
+        // suspended: the duration is read when the operation ends, not when it is built
         Effect.ensuring(
-          Effect.zipRight(
-            Metric.increment(metrics.operations),
-            Metric.update(metrics.duration, performance.now() - start),
+          Effect.suspend(() =>
+            Effect.zipRight(
+              Metric.increment(metrics.operations),
+              Metric.update(metrics.duration, performance.now() - start),
+            ),
           ),
         ),
       )
