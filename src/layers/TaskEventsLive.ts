@@ -23,10 +23,13 @@
  *
  * @since 0.1.0
  */
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Mailbox from "effect/Mailbox"
 import * as Option from "effect/Option"
@@ -103,20 +106,45 @@ export const make = (
         }
 
         // One subscribe call, run to its end; the stream's finalizer cancels the call before this returns.
-        const once = (attempt: number, onLive: () => void): Effect.Effect<void, ContainerdError> => {
-          let live = false
-          const announce = (confirmed: boolean): Effect.Effect<unknown> => {
-            if (live) return Effect.void
-            live = true
-            onLive()
-            return mailbox.offer({ _tag: "Subscribed", attempt, confirmed })
-          }
-          const envelopes = Stream.map(containerd.events.subscribe([filter]), Option.some)
-          const settled = Stream.as(Stream.fromEffect(Effect.sleep(settle)), Option.none<Envelope>())
-          return Stream.runForEach(Stream.merge(envelopes, settled, { haltStrategy: "left" }), (item) =>
-            Option.isNone(item) ? announce(false) : Effect.zipRight(announce(true), handle(item.value)),
-          )
-        }
+        // The settle timer runs beside the call in a child fiber rather than merged into its stream: a merge
+        // costs a queue hop and a fiber handoff per envelope, the timer only matters until the marker is out.
+        const once = (attempt: number, onLive: () => void): Effect.Effect<void, ContainerdError> =>
+          Effect.suspend(() => {
+            let live = false
+            // set once the marker is in the mailbox: the call's events wait for it, wherever it came from
+            let marked = false
+            const announced = Deferred.unsafeMake<void>(FiberId.none)
+            const announce = (confirmed: boolean): Effect.Effect<unknown> => {
+              live = true
+              onLive()
+              return Effect.ensuring(
+                mailbox.offer({ _tag: "Subscribed", attempt, confirmed }),
+                Effect.sync(() => {
+                  marked = true
+                  Deferred.unsafeDone(announced, Exit.void)
+                }),
+              )
+            }
+            const onEnvelope = (envelope: Envelope): Effect.Effect<unknown> =>
+              marked
+                ? handle(envelope)
+                : live
+                  ? Effect.zipRight(Deferred.await(announced), handle(envelope))
+                  : Effect.zipRight(announce(true), handle(envelope))
+            const settled = Effect.zipRight(
+              Effect.sleep(settle),
+              Effect.suspend(() => (live ? Effect.void : announce(false))),
+            )
+            return Effect.gen(function* () {
+              const timer = yield* Effect.fork(settled)
+              const exit = yield* Effect.exit(
+                Stream.runForEach(containerd.events.subscribe([filter]), onEnvelope),
+              )
+              // the call ended: a marker on its way into the mailbox goes in first, the timer goes
+              yield* live && !marked ? Fiber.await(timer) : Fiber.interrupt(timer)
+              return yield* exit
+            })
+          })
 
         const loop = Effect.gen(function* () {
           for (let attempt = 1; ; attempt++) {
