@@ -287,6 +287,33 @@ describe("ProcessIONode", () => {
       }).pipe(Effect.provide(live)),
     )
 
+    it.scopedLive(
+      "discardOutput: 32 MiB with no consumer never block the writer; the streams end empty at EOF",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: false })
+          const dio = yield* io.open(set)
+          yield* dio.discardOutput
+          // far more than a pipe and the buffer bound hold: the writer only finishes when every byte was read
+          const writer = yield* sh(
+            `head -c 33554432 /dev/zero > ${set.stdout} & head -c 1048576 /dev/zero > ${set.stderr}; wait`,
+          )
+          assert.strictEqual(
+            yield* writer.exit.pipe(
+              Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => "writer blocked" }),
+            ),
+            0,
+          )
+          yield* dio.awaitDrained.pipe(
+            Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "not drained" }),
+          )
+          assert.strictEqual(yield* text(dio.stdout), "")
+          assert.strictEqual(yield* text(dio.stderr!), "")
+        }).pipe(Effect.provide(live)),
+    )
+
     it.scopedLive("keeps whole chunks: many writes arrive complete and in order", () =>
       Effect.gen(function* () {
         const dir = yield* tempDir
@@ -724,6 +751,27 @@ describe("ProcessIOMemory", () => {
       yield* Fiber.join(writer)
       yield* side.exit
       assert.strictEqual(yield* Fiber.join(total), 100 * chunk.length)
+    }).pipe(Effect.provide(memory)),
+  )
+
+  it.scopedLive("discardOutput: a process writer never waits, and the streams end empty when it exits", () =>
+    Effect.gen(function* () {
+      const io = yield* ProcessIO
+      const shim = yield* ProcessIOMemory.ProcessIOMemory
+      const set = yield* io.create({ bundleDir: bundle, processId: "init", stdin: false, terminal: false })
+      const side = yield* shim.processSide({ stdout: set.stdout, stderr: set.stderr! })
+      const dio = yield* io.open(set)
+      yield* dio.discardOutput
+      const chunk = Buffer.alloc(16 * 1024)
+      // 100 × 16 KiB, far past the 64 KiB bound, with nobody reading
+      yield* Effect.repeatN(side.stdout.write(chunk), 99).pipe(
+        Effect.timeoutFail({ duration: "1 second", onTimeout: () => "writer blocked" }),
+      )
+      yield* side.stderr!.write(chunk)
+      yield* side.exit
+      yield* dio.awaitDrained
+      assert.strictEqual(yield* text(dio.stdout), "")
+      assert.strictEqual(yield* text(dio.stderr!), "")
     }).pipe(Effect.provide(memory)),
   )
 

@@ -14,6 +14,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -141,6 +142,7 @@ export class ChunkQueue {
   private chunks: Array<Uint8Array> = []
   private bytes = 0
   private done = false
+  private discarding = false
   private failure: ContainerdError | undefined
   private takers: Array<() => void> = []
   private spaceWaiters: Array<() => void> = []
@@ -155,9 +157,9 @@ export class ChunkQueue {
     return this.done
   }
 
-  /** Queues a chunk (dropped after the end); false when the producer should pause. */
+  /** Queues a chunk (dropped after the end, or while discarding); false when the producer should pause. */
   push(chunk: Uint8Array): boolean {
-    if (this.done) return true
+    if (this.done || this.discarding) return true
     if (chunk.length > 0) {
       this.chunks.push(chunk)
       this.bytes += chunk.length
@@ -173,6 +175,12 @@ export class ChunkQueue {
     this.failure = failure
     this.wake()
     this.space()
+  }
+
+  /** Drops every queued chunk and every later one: for a producer nobody reads. The end still comes. */
+  discard(): void {
+    this.discarding = true
+    this.clear()
   }
 
   /** Drops every queued chunk, as a pipe whose last opener closed frees its buffer. */
@@ -245,15 +253,48 @@ export class ChunkQueue {
 // ---------------------------------------------------------------------------
 // the client's ends of one process's pipes
 
-/** The client's read end of stdout or stderr. */
+/** A one-shot notice with plain callbacks: fired once; a callback added afterwards runs at once. */
+export class Notice {
+  private callbacks: Array<() => void> | undefined = []
+
+  /** Whether it has fired. */
+  get fired(): boolean {
+    return this.callbacks === undefined
+  }
+
+  /** Runs `f` when the notice fires, or now when it has. */
+  on(f: () => void): void {
+    if (this.callbacks === undefined) f()
+    else this.callbacks.push(f)
+  }
+
+  /** Fires the notice; later calls do nothing. */
+  fire(): void {
+    const callbacks = this.callbacks
+    if (callbacks === undefined) return
+    this.callbacks = undefined
+    for (const f of callbacks) f()
+  }
+}
+
+/**
+ * The client's read end of stdout or stderr. Its lifecycle is plain callbacks, so that a process's IO costs no
+ * fiber of its own: `makeDirectIO` counts ends and completes one Deferred.
+ */
 export interface OutputEnd {
   /** Every queued chunk (for `Stream.repeatEffectChunkOption`). */
   readonly take: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ContainerdError>>
-  /** Completes when the last writer closed (EOF), or when the end was closed. */
-  readonly eof: Effect.Effect<void>
-  /** Closes the end now; chunks already queued stay readable, then the stream ends. Idempotent. */
-  readonly close: Effect.Effect<void>
+  /** Fires when the last writer closed (EOF), or when the end was closed. */
+  readonly ended: Notice
+  /** Closes the end now (idempotent); chunks already queued stay readable, then the stream ends. `done` runs once its fd is released. */
+  readonly destroy: (done: () => void) => void
+  /** From now on drops what is read instead of queueing it: for a process whose output nobody consumes. */
+  readonly discard: () => void
 }
+
+/** Closes an end and waits until its fd is released. */
+export const closeEnd = (end: OutputEnd): Effect.Effect<void> =>
+  Effect.async<void>((resume) => end.destroy(() => resume(Effect.void)))
 
 /** The client's write end of stdin. */
 export interface InputEnd {
@@ -305,8 +346,8 @@ const closedSignal = (socket: Net.Socket): Deferred.Deferred<void> => {
  */
 export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
   Effect.map(openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, true), (socket) => {
-    const closed = closedSignal(socket)
-    const eof = Deferred.unsafeMake<void>(FiberId.none)
+    const ended = new Notice()
+    const closed = new Notice()
     const queue = new ChunkQueue(capacity, () => {
       if (socket.isPaused() && !socket.destroyed) socket.resume()
     })
@@ -315,20 +356,25 @@ export const openReader = (path: string, capacity: number): Effect.Effect<Output
     })
     socket.once("end", () => {
       queue.end()
-      Deferred.unsafeDone(eof, Exit.void)
+      ended.fire()
     })
     socket.on("error", (cause) => queue.end(fsError("read", path, cause)))
     socket.once("close", () => {
       queue.end()
-      Deferred.unsafeDone(eof, Exit.void)
+      ended.fire()
+      closed.fire()
     })
     return {
       take: queue.take,
-      eof: Deferred.await(eof),
-      close: Effect.zipRight(
-        Effect.sync(() => socket.destroy()),
-        Deferred.await(closed),
-      ),
+      ended,
+      destroy: (done) => {
+        closed.on(done)
+        socket.destroy()
+      },
+      discard: () => {
+        queue.discard()
+        if (socket.isPaused() && !socket.destroyed) socket.resume()
+      },
     }
   })
 
@@ -411,40 +457,65 @@ const outputStream = (end: OutputEnd): Stream.Stream<Uint8Array, ContainerdError
  *
  * Stdin close: `closeStdin` sets `requested`, `processCreated` sets `created`; each checks both in one synchronous
  * step, so exactly one of them starts the hook, forked in the scope (an interrupted caller does not cancel it),
- * and its result lands in a Deferred. Drain: a fiber waits for `markExited`, drops stdin, gives the outputs
- * `drainTimeout` to reach EOF, then closes them.
+ * and its result lands in a Deferred. Drain: `markExited` drops stdin and, unless every output has reached EOF
+ * already, forks one fiber that cuts the outputs at `drainTimeout`; it is interrupted once they all end. The ends'
+ * EOF and close are counted by plain callbacks, so an IO whose outputs end in time costs no fiber at all.
  */
 export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, never, Scope.Scope> =>
   Effect.gen(function* () {
     const { set, state, stdin, stdout, stderr } = parts
     const scope = yield* Effect.scope
     const outputs = stderr === undefined ? [stdout] : [stdout, stderr]
-    const exited = yield* Deferred.make<void>()
-    const hook = yield* Deferred.make<Effect.Effect<void, ContainerdError>>()
-    const stdinCloseDone = yield* Deferred.make<void, ContainerdError>()
-    if (parts.onStdinClose !== undefined) yield* Deferred.succeed(hook, parts.onStdinClose)
+    const exited = Deferred.unsafeMake<void>(FiberId.none)
+    const hook = Deferred.unsafeMake<Effect.Effect<void, ContainerdError>>(FiberId.none)
+    const stdinCloseDone = Deferred.unsafeMake<void, ContainerdError>(FiberId.none)
+    if (parts.onStdinClose !== undefined) Deferred.unsafeDone(hook, Exit.succeed(parts.onStdinClose))
     let hasExited = false
     let closeRequested = false
     let hookStarted = false
 
-    const closeOutputs = Effect.forEach(outputs, (end) => end.close, {
-      concurrency: "unbounded",
-      discard: true,
+    // every output ended (EOF, cut or closed): one Deferred, completed by counting
+    const drained = Deferred.unsafeMake<void>(FiberId.none)
+    let drainCut: Fiber.RuntimeFiber<void> | undefined
+    let open = outputs.length
+    const onEnded = () => {
+      open -= 1
+      if (open > 0) return
+      Deferred.unsafeDone(drained, Exit.void)
+      drainCut?.unsafeInterruptAsFork(FiberId.none)
+    }
+    for (const end of outputs) end.ended.on(onEnded)
+
+    const closeOutputs = Effect.async<void>((resume) => {
+      let pending = outputs.length
+      const onClosed = () => {
+        pending -= 1
+        if (pending === 0) resume(Effect.void)
+      }
+      for (const end of outputs) end.destroy(onClosed)
     })
     const closeAll = Effect.zipRight(closeOutputs, stdin === undefined ? Effect.void : stdin.close)
     yield* Effect.addFinalizer(() => closeAll)
 
-    const allEof = Effect.forEach(outputs, (end) => end.eof, { concurrency: "unbounded", discard: true })
     const markExited = Effect.suspend(() => {
+      if (hasExited) return Effect.void
       hasExited = true
-      return Deferred.succeed(exited, undefined)
-    }).pipe(Effect.asVoid)
-    yield* Deferred.await(exited).pipe(
-      Effect.zipRight(stdin === undefined ? Effect.void : stdin.close),
-      Effect.zipRight(Effect.timeoutOption(allEof, parts.drainTimeout)),
-      Effect.zipRight(closeOutputs),
-      Effect.forkIn(scope),
-    )
+      Deferred.unsafeDone(exited, Exit.void)
+      const cut =
+        open === 0
+          ? Effect.void
+          : Effect.sleep(parts.drainTimeout).pipe(
+              Effect.zipRight(closeOutputs),
+              Effect.forkIn(scope),
+              Effect.flatMap((fiber) =>
+                Effect.sync(() => {
+                  if (open === 0) fiber.unsafeInterruptAsFork(FiberId.none)
+                  else drainCut = fiber
+                }),
+              ),
+            )
+      return stdin === undefined ? cut : Effect.zipRight(stdin.close, cut)
+    })
 
     const claimHook = (): boolean => {
       if (!state.created || !closeRequested || hookStarted) return false
@@ -477,10 +548,8 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
     const processDeleted = Effect.suspend(() => {
       state.deleted = true
       hasExited = true
-      return Deferred.succeed(exited, undefined).pipe(
-        Effect.zipRight(closeAll),
-        Effect.zipRight(parts.remove),
-      )
+      Deferred.unsafeDone(exited, Exit.void)
+      return Effect.zipRight(closeAll, parts.remove)
     })
 
     const exitedError = (path: string) => new System({ message: `write ${path}: the process has exited` })
@@ -498,12 +567,15 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       set,
       stdout: outputStream(stdout),
       closeStdin,
-      onStdinClose: (h) => Effect.asVoid(Deferred.succeed(hook, h)),
+      onStdinClose: (h) => Effect.sync(() => Deferred.unsafeDone(hook, Exit.succeed(h))),
       stdinClosed: Deferred.await(stdinCloseDone),
       processCreated,
       markExited,
-      awaitDrained: allEof,
+      awaitDrained: Deferred.await(drained),
       processDeleted,
+      discardOutput: Effect.sync(() => {
+        for (const end of outputs) end.discard()
+      }),
     }
     if (stdinApi !== undefined) io.stdin = stdinApi
     if (stderr !== undefined) io.stderr = outputStream(stderr)

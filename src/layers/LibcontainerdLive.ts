@@ -120,11 +120,8 @@ export const specUser = (spec: Spec.Spec): { readonly uid: number; readonly gid:
 
 const statusOf = (s: string): Status => s.toLowerCase() as Status
 
-const noStdio: AttachStdio<never, never> = (io) =>
-  Effect.gen(function* () {
-    yield* Effect.forkScoped(Stream.runDrain(io.stdout).pipe(Effect.ignore))
-    if (io.stderr !== undefined) yield* Effect.forkScoped(Stream.runDrain(io.stderr).pipe(Effect.ignore))
-  })
+/** Without `attachStdio`: the output is read and dropped, so the process never blocks on a full pipe. */
+const noStdio: AttachStdio<never, never> = (io) => io.discardOutput
 
 /** Builds the client in a Scope: closing it releases handles and fibers, never containers. */
 export const make = (options: Options) =>
@@ -266,6 +263,8 @@ export const make = (options: Options) =>
           yield* process.io.processDeleted
         }
         yield* Deferred.succeed(process.exited, undefined)
+        // consumers woken by the outputs' end take it before the scope's close interrupts them
+        yield* Effect.yieldNow()
         yield* Scope.close(process.scope, Exit.void)
       })
 

@@ -31,7 +31,9 @@ import {
   ChunkQueue,
   durationOption,
   type InputEnd,
+  closeEnd,
   makeDirectIO,
+  Notice,
   type OutputEnd,
   retained,
   type SetState,
@@ -117,7 +119,7 @@ const fire = (d: Deferred.Deferred<void>) => Deferred.unsafeDone(d, Exit.void)
 
 /** A pipe from the process to the client. */
 class OutPipe {
-  private reader: { readonly queue: ChunkQueue; readonly eof: Deferred.Deferred<void> } | undefined
+  private reader: { readonly queue: ChunkQueue; readonly ended: Notice } | undefined
   private attached = signal()
   private writerClosed = false
   private removed = false
@@ -135,7 +137,7 @@ class OutPipe {
     this.writerClosed = true
     if (this.reader !== undefined) {
       this.reader.queue.end()
-      fire(this.reader.eof)
+      this.reader.ended.fire()
     }
   })
 
@@ -145,10 +147,10 @@ class OutPipe {
   }
 
   attach(): OutputEnd {
-    const reader = { queue: new ChunkQueue(this.capacity), eof: signal() }
+    const reader = { queue: new ChunkQueue(this.capacity), ended: new Notice() }
     if (this.writerClosed) {
       reader.queue.end()
-      fire(reader.eof)
+      reader.ended.fire()
     }
     this.reader = reader
     const attached = this.attached
@@ -156,12 +158,14 @@ class OutPipe {
     fire(attached)
     return {
       take: reader.queue.take,
-      eof: Deferred.await(reader.eof),
-      close: Effect.sync(() => {
+      ended: reader.ended,
+      destroy: (done) => {
         reader.queue.end()
-        fire(reader.eof)
+        reader.ended.fire()
         if (this.reader === reader) this.reader = undefined
-      }),
+        done()
+      },
+      discard: () => reader.queue.discard(),
     }
   }
 }
@@ -282,14 +286,14 @@ export const make = (
       }
       const stdout = yield* Effect.acquireRelease(
         Effect.sync(() => memory.stdout.attach()),
-        (end) => end.close,
+        closeEnd,
       )
       const stderr =
         memory.stderr === undefined
           ? undefined
           : yield* Effect.acquireRelease(
               Effect.sync(() => memory.stderr!.attach()),
-              (end) => end.close,
+              closeEnd,
             )
       const stdin =
         memory.stdin === undefined || set.stdin === undefined

@@ -16,6 +16,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import {
+  closeEnd,
   type DirectIOParts,
   durationOption,
   makeDirectIO,
@@ -50,8 +51,7 @@ export const make = (options: Options = {}): ProcessIO.Service => {
 
   const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
     Effect.gen(function* () {
-      const reader = (path: string) =>
-        Effect.acquireRelease(openReader(path, highWaterMark), (end) => end.close)
+      const reader = (path: string) => Effect.acquireRelease(openReader(path, highWaterMark), closeEnd)
       const stdout = yield* reader(set.stdout)
       const stderr = set.stderr === undefined ? undefined : yield* reader(set.stderr)
       const stdin =

@@ -124,6 +124,12 @@ export interface DirectIO {
   readonly awaitDrained: Effect.Effect<void>
   /** Tells the IO the process is deleted: closes every fd now and removes the FIFO files. Idempotent. */
   readonly processDeleted: Effect.Effect<void>
+  /**
+   * Reads stdout and stderr from now on and drops what comes, with no consumer and no fiber: for a process whose
+   * output nobody wants (the client's default when `start`/`exec` get no `attachStdio`). The streams then end
+   * without more chunks; the drain bound still applies.
+   */
+  readonly discardOutput: Effect.Effect<void>
 }
 
 /** How processes' stdio is made and opened. */
