@@ -8,7 +8,6 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Ref from "effect/Ref"
 import type { EventInfo, EventType } from "../domain/Event.js"
 
 /** The service's interface. */
@@ -45,18 +44,62 @@ export interface Recorded {
   readonly info: EventInfo
 }
 
+/** What a recording Backend saw, for tests. */
+export declare namespace Recorder {
+  /** The service's interface. */
+  export interface Service {
+    /** Every event recorded so far, oldest first. */
+    readonly events: Effect.Effect<ReadonlyArray<Recorded>>
+    /** Forgets what was recorded. */
+    readonly clear: Effect.Effect<void>
+    /**
+     * Waits until the events recorded so far satisfy `done` (checked now, then at each new event) and returns
+     * them: a test waits for an event without polling. Interrupting the wait removes it.
+     */
+    readonly waitFor: (
+      done: (events: ReadonlyArray<Recorded>) => boolean,
+    ) => Effect.Effect<ReadonlyArray<Recorded>>
+  }
+}
+
 /** A Backend that records every event, for tests. */
 export class Recorder extends Context.Tag("effect-containerd/Backend/Recorder")<
   Recorder,
-  { readonly events: Effect.Effect<ReadonlyArray<Recorded>>; readonly clear: Effect.Effect<void> }
+  Recorder.Service
 >() {}
 
 /** Provides a recording `Backend` and the `Recorder` to read what it saw. */
-export const layerRecorder: Layer.Layer<Backend | Recorder> = Layer.effectContext(
-  Effect.map(Ref.make<ReadonlyArray<Recorded>>([]), (ref) =>
-    Context.make(
-      Backend,
-      make((containerId, type, info) => Ref.update(ref, (all) => [...all, { containerId, type, info }])),
-    ).pipe(Context.add(Recorder, { events: Ref.get(ref), clear: Ref.set(ref, []) })),
-  ),
-)
+export const layerRecorder: Layer.Layer<Backend | Recorder> = Layer.syncContext(() => {
+  let recorded: Array<Recorded> = []
+  const waiters = new Set<() => void>()
+  const backend = make((containerId, type, info) =>
+    Effect.sync(() => {
+      recorded.push({ containerId, type, info })
+      for (const check of [...waiters]) check()
+    }),
+  )
+  const waitFor = (done: (events: ReadonlyArray<Recorded>) => boolean) =>
+    Effect.async<ReadonlyArray<Recorded>>((resume) => {
+      const check = () => {
+        const snapshot = recorded.slice()
+        if (!done(snapshot)) return
+        waiters.delete(check)
+        resume(Effect.succeed(snapshot))
+      }
+      waiters.add(check)
+      check()
+      return Effect.sync(() => waiters.delete(check))
+    })
+  return Context.make(Backend, backend).pipe(
+    Context.add(
+      Recorder,
+      Recorder.of({
+        events: Effect.sync(() => recorded.slice()),
+        clear: Effect.sync(() => {
+          recorded = []
+        }),
+        waitFor,
+      }),
+    ),
+  )
+})

@@ -200,22 +200,21 @@ const capture = Effect.gen(function* () {
   return { captured, attach }
 })
 
+/** The events of one container among all recorded, oldest first. */
+const ofContainer = (containerId: string) => (all: ReadonlyArray<Recorded>) =>
+  all.filter((e) => e.containerId === containerId)
+
 /** The Backend's events of one container, oldest first. */
 const eventsOf = (containerId: string) =>
   Effect.map(
     Effect.flatMap(Recorder, (r) => r.events),
-    (all) => all.filter((e) => e.containerId === containerId),
+    ofContainer(containerId),
   )
 
-/** Waits (polling the Backend's record) until the container's events satisfy `done`; returns them. */
+/** Waits until the container's recorded events satisfy `done`; returns them. */
 const awaitEvents = (containerId: string, what: string, done: (events: ReadonlyArray<Recorded>) => boolean) =>
-  Effect.gen(function* () {
-    for (;;) {
-      const events = yield* eventsOf(containerId)
-      if (done(events)) return events
-      yield* Effect.sleep("2 millis")
-    }
-  }).pipe(
+  Effect.flatMap(Recorder, (r) => r.waitFor((all) => done(ofContainer(containerId)(all)))).pipe(
+    Effect.map(ofContainer(containerId)),
     Effect.timeoutFail({
       duration: patience,
       onTimeout: () => new Error(`${containerId}: no ${what} within ${patience}`),
