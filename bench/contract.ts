@@ -11,11 +11,11 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { performance } from "node:perf_hooks"
-import { fileURLToPath } from "node:url"
 import { type Group, summarize } from "./harness.js"
 
 const runs = 5
-const root = Path.dirname(Path.dirname(fileURLToPath(import.meta.url)))
+// the package root: `npm run bench` runs there (the compiled benchmark itself lives in .bench-build/)
+const root = process.cwd()
 const suite = "test/contract/memory.test.ts"
 
 interface Report {

@@ -4,7 +4,6 @@
  */
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
 import { type Group, print, type Result } from "./harness.js"
 import { contract } from "./contract.js"
 import { events } from "./events.js"
@@ -28,7 +27,8 @@ const main = async () => {
     rows.push(...(await group.run()))
   }
   print(rows)
-  const out = Path.join(Path.dirname(fileURLToPath(import.meta.url)), "results.json")
+  // run from the package root (npm run bench); the compiled groups live in .bench-build/
+  const out = Path.join(process.cwd(), "bench", "results.json")
   Fs.writeFileSync(out, `${JSON.stringify(rows, null, 2)}\n`)
   console.error(`wrote ${out}`)
 }

@@ -9,21 +9,27 @@
  * FIFOs. The two sides use separate channels and separate namespaces, so the
  * client's event subscription sees only its own containers.
  *
+ * The client holds containerd's task event subscription of its namespace all
+ * along; the bare side holds the same subscription on its own channel and
+ * decodes every envelope with the generated decoders, so the daemon publishes
+ * to one subscriber on each side.
+ *
  * Rows:
- * 1. lifecycle of `/bin/true`. Bare: Containers.Create, Tasks.Create,
- *    Tasks.Wait (sent before Start), Tasks.Start, await Wait, Tasks.Delete,
- *    Containers.Delete. Client: `create`, `start` (Tasks.Create + Tasks.Start),
- *    Tasks.Wait through the `Containerd` service (sent right after `start`
- *    returns: `start` creates the task, so no Wait can be sent before it),
- *    `deleteTask`, `delete`. A second pair has the client learn the exit from
- *    its Backend (a Deferred completed on the exit event) instead of Wait.
+ * 1. lifecycle of `/bin/true`, the same RPC sequence on both sides:
+ *    Containers.Create, Tasks.Create, Tasks.Start, Tasks.Wait (sent once Start
+ *    returned: the client's `start` creates the task, so it cannot send a Wait
+ *    earlier), Tasks.Delete, Containers.Delete. Client: `create`, `start`,
+ *    Tasks.Wait through the `Containerd` service, `deleteTask`, `delete`.
+ *    A second pair has the client learn the exit from its Backend (a Deferred
+ *    completed on the exit event) while the bare side uses its fastest way:
+ *    Tasks.Wait sent before Tasks.Start.
  * 2. exec of `/bin/true` in a running `sleep`. Bare: Tasks.Exec, Tasks.Wait
  *    (before Start), Tasks.Start, await Wait, Tasks.DeleteProcess, FIFOs
  *    closed and removed. Client: `exec` (Tasks.Exec + Tasks.Start), then the
  *    client's own exit handling (exit event → Backend → Tasks.DeleteProcess →
  *    drain, close, remove FIFOs → close of the exec's scope); the row ends when
  *    the exec's scope closes (a finalizer added by `attachStdio`).
- * 3. 20 concurrent lifecycles of `/bin/true` per round (each as in row 1):
+ * 3. 20 concurrent lifecycles of `/bin/true` per round (each as in row 1, Wait after Start on both sides):
  *    ms until the last `start` returned ("all running"), and until the last
  *    container was deleted ("all deleted").
  * 4. pause + resume of a running `sleep`: `pause` + `resume` vs Tasks.Pause +
@@ -42,7 +48,9 @@ import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Stream from "effect/Stream"
+import * as TaskEvents from "../generated/containerd/events/task.js"
 import { ContainersService } from "../generated/containerd/services/containers/v1/containers.js"
+import { type Envelope, EventsService } from "../generated/containerd/services/events/v1/events.js"
 import { TasksService } from "../generated/containerd/services/tasks/v1/tasks.js"
 import * as Spec from "../src/domain/Spec.js"
 import { makeFifos } from "../src/internal/fifo.js"
@@ -52,12 +60,25 @@ import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
 import * as ProcessIONode from "../src/layers/ProcessIONode.js"
 import * as Backend from "../src/services/Backend.js"
 import { Containerd } from "../src/services/Containerd.js"
+import { filterFor } from "../src/services/TaskEvents.js"
 import { type AttachStdio, Libcontainerd } from "../src/services/Libcontainerd.js"
 import { writeRootfs } from "../src/testing/Busybox.js"
 import { withDaemon } from "./daemon.js"
 import { against, type Group, type Result, summarize, timePair } from "./harness.js"
 
 const group = "lifecycle"
+
+/** The generated decoders of the task events a lifecycle brings, by bare type URL. */
+const taskEventDecoders: Record<string, { decode: (bytes: Uint8Array) => unknown }> = {
+  "containerd.events.TaskCreate": TaskEvents.TaskCreate,
+  "containerd.events.TaskStart": TaskEvents.TaskStart,
+  "containerd.events.TaskExit": TaskEvents.TaskExit,
+  "containerd.events.TaskDelete": TaskEvents.TaskDelete,
+  "containerd.events.TaskExecAdded": TaskEvents.TaskExecAdded,
+  "containerd.events.TaskExecStarted": TaskEvents.TaskExecStarted,
+  "containerd.events.TaskPaused": TaskEvents.TaskPaused,
+  "containerd.events.TaskResumed": TaskEvents.TaskResumed,
+}
 const specUrl = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 const processUrl = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 const runtimeName = "io.containerd.runc.v2"
@@ -157,6 +178,26 @@ const measure = async (
   cleanups.push(["the bare channel", async () => bareClient.close()])
   const bareMetadata = new Grpc.Metadata()
   bareMetadata.set("containerd-namespace", bareNs)
+  // The client holds containerd's task event stream of its namespace for its whole life; the bare side holds the
+  // same subscription and decodes every envelope and payload, so that the daemon publishes to one subscriber on
+  // each side.
+  {
+    const call = bareClient.makeServerStreamRequest(
+      EventsService.subscribe.path,
+      EventsService.subscribe.requestSerialize,
+      EventsService.subscribe.responseDeserialize,
+      { filters: [filterFor(bareNs)] },
+      bareMetadata.clone(),
+      {},
+    )
+    call.on("data", (envelope: Envelope) => {
+      const payload = envelope.event
+      const decoder = payload === undefined ? undefined : taskEventDecoders[payload.typeUrl]
+      if (payload !== undefined && decoder !== undefined) decoder.decode(payload.value)
+    })
+    call.on("error", () => {})
+    cleanups.push(["the bare event stream", async () => call.cancel()])
+  }
   const unary = <Req, Res>(method: Method<Req, Res>, request: Req): Promise<Res> =>
     new Promise<Res>((resolve, reject) => {
       bareClient.makeUnaryRequest(
@@ -194,16 +235,18 @@ const measure = async (
     })
 
   let seq = 0
-  const bareLifecycle = async (args: ReadonlyArray<string>) => {
+  /** Creates and starts; `waitFirst` sends Tasks.Wait before Tasks.Start, else right after it returns. */
+  const bareLifecycle = async (args: ReadonlyArray<string>, waitFirst: boolean) => {
     const id = `b${++seq}`
     const dir = Path.join(bareState, id)
     Fs.mkdirSync(dir, { recursive: true, mode: 0o711 })
     await bareCreateContainer(id, Spec.defaultLinux({ id, namespace: bareNs, rootPath, args }))
     const io = openBareIO(dir, "init")
     await bareCreateTask(id, io)
-    const waited = unary(TasksService.wait, { containerId: id, execId: "" })
+    const wait = () => unary(TasksService.wait, { containerId: id, execId: "" })
+    const early = waitFirst ? wait() : undefined
     await unary(TasksService.start, { containerId: id, execId: "" })
-    return { id, dir, io, waited }
+    return { id, dir, io, waited: early ?? wait() }
   }
   const bareFinish = async (started: { id: string; dir: string; io: BareIO; waited: Promise<unknown> }) => {
     await started.waited
@@ -212,7 +255,10 @@ const measure = async (
     await unary(ContainersService.delete, { id: started.id })
     Fs.rmSync(started.dir, { recursive: true, force: true })
   }
-  const bareTrue = async () => bareFinish(await bareLifecycle(["/bin/true"]))
+  /** The client's sequence exactly: Wait sent after Start. */
+  const bareTrue = async () => bareFinish(await bareLifecycle(["/bin/true"], false))
+  /** The fastest bare way to learn the exit: Wait sent before Start. */
+  const bareTrueWaitFirst = async () => bareFinish(await bareLifecycle(["/bin/true"], true))
 
   // ---- the client ----
   const exits = new Map<string, Deferred.Deferred<void>>()
@@ -386,7 +432,7 @@ const measure = async (
     let started = 0
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
-        const s = await bareLifecycle(["/bin/true"])
+        const s = await bareLifecycle(["/bin/true"], false)
         if (++started === concurrency) bareRunning.push(performance.now() - t0)
         await bareFinish(s)
       }),
@@ -410,7 +456,7 @@ const measure = async (
   const [l1, b1] = await timePair(libTrueWait, bareTrue, lifecycleN)
   rows.push(...pair("lifecycle /bin/true", "Libcontainerd, exit via Tasks.Wait", l1, b1))
   console.error("  lifecycle /bin/true (client waits for the Backend's exit event)")
-  const [l2, b2] = await timePair(libTrueEvent, bareTrue, lifecycleN)
+  const [l2, b2] = await timePair(libTrueEvent, bareTrueWaitFirst, lifecycleN)
   rows.push(...pair("lifecycle /bin/true (2nd pair)", "Libcontainerd, exit via Backend event", l2, b2))
   console.error("  exec /bin/true")
   const [l3, b3] = await timePair(libExec, bareExec, execN)

@@ -8,6 +8,7 @@
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import { performance } from "node:perf_hooks"
 import * as Effect from "effect/Effect"
@@ -167,40 +168,103 @@ export const stdio: Group = {
           }
         }
 
+        /**
+         * The same task with its stdout FIFO read by a bare `net.Socket` in this process, counting bytes and
+         * nothing else: Node's own ceiling. `reuse`: libuv reads into one reused 1 MiB buffer (the socket's
+         * `onread` option) instead of a fresh buffer per read.
+         */
+        const viaSocket = async (containerId: string, reuse: boolean) => {
+          const n = seq++
+          const stdout = Path.join(bundleDir, `raw-${n}-stdout`)
+          const stderr = Path.join(bundleDir, `raw-${n}-stderr`)
+          await mkfifo(stdout)
+          await mkfifo(stderr)
+          const open = (path: string) => Fs.openSync(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK)
+          const errSocket = new Net.Socket({ fd: open(stderr), readable: true, writable: false })
+          errSocket.resume()
+          let bytes = 0
+          const socket = reuse
+            ? new Net.Socket({
+                fd: open(stdout),
+                readable: true,
+                writable: false,
+                onread: {
+                  buffer: Buffer.allocUnsafe(1024 * 1024),
+                  callback: (nread: number) => {
+                    bytes += nread
+                  },
+                },
+              } as Net.SocketConstructorOpts)
+            : new Net.Socket({ fd: open(stdout), readable: true, writable: false }).on(
+                "data",
+                (chunk: Buffer) => {
+                  bytes += chunk.length
+                },
+              )
+          const done = new Promise<void>((resolve, reject) => {
+            socket.once("end", () => resolve())
+            socket.once("error", reject)
+          })
+          try {
+            return await run(
+              Effect.gen(function* () {
+                const c = yield* Containerd
+                yield* c.tasks.create({ containerId, stdout, stderr, terminal: false })
+                const started = performance.now()
+                yield* c.tasks.start({ containerId })
+                yield* Effect.promise(() => done)
+                const seconds = (performance.now() - started) / 1000
+                const status = yield* c.tasks.wait({ containerId })
+                yield* c.tasks.delete({ containerId })
+                if (status.exitStatus !== 0 || bytes !== total)
+                  return yield* Effect.dieMessage(`${containerId}: exit ${status.exitStatus}, ${bytes} bytes`)
+                return seconds
+              }),
+            )
+          } finally {
+            socket.destroy()
+            errSocket.destroy()
+            Fs.rmSync(stdout, { force: true })
+            Fs.rmSync(stderr, { force: true })
+          }
+        }
+
         const rows: Result[] = []
-        const rates = new Map<string, { library: number[]; cat: number[] }>(
-          workloads.map((w) => [w.key, { library: [], cat: [] }]),
+        type Side = "library" | "cat" | "socket" | "reused"
+        const sides: ReadonlyArray<Side> = ["library", "cat", "socket", "reused"]
+        const once = (side: Side, id: string): Promise<number> =>
+          side === "library" ? viaLibrary(id) : side === "cat" ? viaCat(id) : viaSocket(id, side === "reused")
+        const rates = new Map(
+          workloads.map((w) => [w.key, new Map(sides.map((side) => [side, [] as number[]]))]),
         )
         const mbps = (seconds: number) => total / 1e6 / seconds
         for (const w of workloads) {
           // warm-up: page cache, shim binary, busybox
-          await viaLibrary(`stdio-${w.key}`)
-          await viaCat(`stdio-${w.key}`)
+          for (const side of sides) await once(side, `stdio-${w.key}`)
         }
         for (let i = 0; i < runs; i++) {
           for (const w of workloads) {
-            const id = `stdio-${w.key}`
-            const seen = rates.get(w.key)!
-            // alternate which side goes first so that drift affects both alike
-            if (i % 2 === 0) {
-              seen.library.push(mbps(await viaLibrary(id)))
-              seen.cat.push(mbps(await viaCat(id)))
-            } else {
-              seen.cat.push(mbps(await viaCat(id)))
-              seen.library.push(mbps(await viaLibrary(id)))
+            // the order rotates each run so that drift affects every side alike
+            for (let k = 0; k < sides.length; k++) {
+              const side = sides[(i + k) % sides.length]!
+              rates
+                .get(w.key)!
+                .get(side)!
+                .push(mbps(await once(side, `stdio-${w.key}`)))
             }
           }
         }
         for (const w of workloads) {
           const seen = rates.get(w.key)!
-          const cat = summarize("stdio", `stdout 1 GiB, ${w.label}: cat <fifo> >/dev/null`, "MB/s", seen.cat)
-          const library = summarize(
-            "stdio",
-            `stdout 1 GiB, ${w.label}: ProcessIO stream`,
-            "MB/s",
-            seen.library,
+          const row = (side: Side, what: string) =>
+            summarize("stdio", `stdout 1 GiB, ${w.label}: ${what}`, "MB/s", seen.get(side)!)
+          const cat = row("cat", "cat <fifo> >/dev/null")
+          rows.push(
+            against(row("library", "ProcessIO stream"), cat),
+            cat,
+            against(row("socket", "bare net.Socket, 'data' events (reference)"), cat),
+            against(row("reused", "bare net.Socket, onread into one reused buffer (reference)"), cat),
           )
-          rows.push(against(library, cat), cat)
         }
 
         // FIFO sets: ProcessIO.create (libc mkfifo) + scope close vs three spawned mkfifo + unlink
