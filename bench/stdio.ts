@@ -133,6 +133,34 @@ export const stdio: Group = {
             ),
           )
 
+        /**
+         * Creates and starts the task on these FIFOs; seconds from Tasks.Start until `finished`. Then waits for the
+         * exit and for `drained`, and deletes the task.
+         */
+        const timeTask = (
+          containerId: string,
+          stdout: string,
+          stderr: string,
+          finished: Promise<unknown>,
+          drained: Promise<unknown> = Promise.resolve(),
+        ) =>
+          run(
+            Effect.gen(function* () {
+              const c = yield* Containerd
+              yield* c.tasks.create({ containerId, stdout, stderr, terminal: false })
+              const started = performance.now()
+              yield* c.tasks.start({ containerId })
+              yield* Effect.promise(() => finished)
+              const seconds = (performance.now() - started) / 1000
+              const status = yield* c.tasks.wait({ containerId })
+              yield* Effect.promise(() => drained)
+              yield* c.tasks.delete({ containerId })
+              if (status.exitStatus !== 0)
+                return yield* Effect.dieMessage(`${containerId}: exit ${status.exitStatus}`)
+              return seconds
+            }),
+          )
+
         /** The same task with its stdout (and stderr) FIFOs read by spawned `cat`s. */
         const viaCat = async (containerId: string) => {
           const n = seq++
@@ -146,22 +174,7 @@ export const stdio: Group = {
               "cat stdout",
             )
             const catErr = exited(ChildProcess.spawn("cat", [stderr], { stdio: "ignore" }), "cat stderr")
-            return await run(
-              Effect.gen(function* () {
-                const c = yield* Containerd
-                yield* c.tasks.create({ containerId, stdout, stderr, terminal: false })
-                const started = performance.now()
-                yield* c.tasks.start({ containerId })
-                yield* Effect.promise(() => catOut)
-                const seconds = (performance.now() - started) / 1000
-                const status = yield* c.tasks.wait({ containerId })
-                yield* Effect.promise(() => catErr)
-                yield* c.tasks.delete({ containerId })
-                if (status.exitStatus !== 0)
-                  return yield* Effect.dieMessage(`${containerId}: exit ${status.exitStatus}`)
-                return seconds
-              }),
-            )
+            return await timeTask(containerId, stdout, stderr, catOut, catErr)
           } finally {
             Fs.rmSync(stdout, { force: true })
             Fs.rmSync(stderr, { force: true })
@@ -206,21 +219,9 @@ export const stdio: Group = {
             socket.once("error", reject)
           })
           try {
-            return await run(
-              Effect.gen(function* () {
-                const c = yield* Containerd
-                yield* c.tasks.create({ containerId, stdout, stderr, terminal: false })
-                const started = performance.now()
-                yield* c.tasks.start({ containerId })
-                yield* Effect.promise(() => done)
-                const seconds = (performance.now() - started) / 1000
-                const status = yield* c.tasks.wait({ containerId })
-                yield* c.tasks.delete({ containerId })
-                if (status.exitStatus !== 0 || bytes !== total)
-                  return yield* Effect.dieMessage(`${containerId}: exit ${status.exitStatus}, ${bytes} bytes`)
-                return seconds
-              }),
-            )
+            const seconds = await timeTask(containerId, stdout, stderr, done)
+            if (bytes !== total) throw new Error(`${containerId}: ${bytes} bytes, expected ${total}`)
+            return seconds
           } finally {
             socket.destroy()
             errSocket.destroy()

@@ -78,7 +78,8 @@ export const make = (options: Options = {}): ProcessIO.Service => {
         const state: SetState = { created: false, deleted: false }
         yield* Effect.acquireRelease(
           Effect.tap(makeFifos(paths(set), options.uid, options.gid), () => states.set(set, state)),
-          () => (retained(state) ? Effect.void : removeFifos(paths(set))),
+          // a deleted process's files went with `processDeleted` already
+          () => (retained(state) || state.deleted ? Effect.void : removeFifos(paths(set))),
         )
         return set
       }),
