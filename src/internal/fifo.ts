@@ -257,11 +257,6 @@ export class ChunkQueue {
 export class Notice {
   private callbacks: Array<() => void> | undefined = []
 
-  /** Whether it has fired. */
-  get fired(): boolean {
-    return this.callbacks === undefined
-  }
-
   /** Runs `f` when the notice fires, or now when it has. */
   on(f: () => void): void {
     if (this.callbacks === undefined) f()
