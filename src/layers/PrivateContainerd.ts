@@ -205,23 +205,25 @@ const killAllTasks = (state: string) => {
   const namespaces = Fs.existsSync(taskRoot) ? Fs.readdirSync(taskRoot) : []
   return Effect.forEach(
     namespaces,
-    (namespace) =>
-      emptyNamespace.pipe(
-        Containerd.withNamespace(namespace),
-        Effect.ignore,
-        // runc keeps a state dir per namespace under its default root; an empty one is ours to remove
-        Effect.zipRight(
-          Effect.sync(() => {
-            try {
-              Fs.rmdirSync(Path.join(runcDefaultRoot, namespace))
-            } catch {
-              // not empty, or not there: leave it
-            }
-          }),
-        ),
-      ),
+    (namespace) => emptyNamespace.pipe(Containerd.withNamespace(namespace), Effect.ignore),
     { discard: true },
   )
+}
+
+/**
+ * runc keeps a state dir per namespace under its default root, and it outlives the daemon: the empty ones of the
+ * namespaces this daemon ran tasks in (its task root names them) are ours to remove.
+ */
+const removeEmptyRuncDirs = (state: string): void => {
+  const taskRoot = Path.join(state, "io.containerd.runtime.v2.task")
+  const namespaces = Fs.existsSync(taskRoot) ? Fs.readdirSync(taskRoot) : []
+  for (const namespace of namespaces) {
+    try {
+      Fs.rmdirSync(Path.join(runcDefaultRoot, namespace))
+    } catch {
+      // not empty (another daemon's containers), or not there: leave it
+    }
+  }
 }
 
 /** Where runc keeps container state unless the runtime options say otherwise. */
@@ -252,6 +254,8 @@ export const start = (options: Options = {}): Effect.Effect<Info, ContainerdErro
       }),
       (dir) => (removeDir ? unmountAndRemove(dir) : Effect.void),
     )
+    // runs after the daemon stopped (finalizers run last-added first), before the dir goes
+    yield* Effect.addFinalizer(() => Effect.sync(() => removeEmptyRuncDirs(Path.join(dir, "state"))))
     const configPath = Path.join(dir, "config.toml")
     const logPath = Path.join(dir, "containerd.log")
     const address = Path.join(dir, "containerd.sock")

@@ -123,4 +123,37 @@ describe("configuration from the environment", () => {
       assert.include(error.message, "apt-get install -y containerd runc")
     }),
   )
+
+  it.live(
+    "a private containerd's release removes runc's empty state dir of each namespace it ran tasks in",
+    () =>
+      Effect.gen(function* () {
+        const namespace = freshNamespace("runcdir")
+        const runcDir = Path.join("/run/containerd/runc", namespace)
+        const stateDir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "runcdir-"))
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const info = yield* PrivateContainerd.start()
+            yield* Effect.gen(function* () {
+              const client = yield* Libcontainerd
+              yield* client.create("ran", busyboxSpec("ran", namespace, ["true"]))
+              yield* client.start("ran")
+              const c = yield* Containerd
+              yield* Containerd.withNamespace(namespace)(c.tasks.wait({ containerId: "ran" }))
+              yield* client.deleteTask("ran")
+              yield* client.delete("ran")
+            }).pipe(
+              Effect.provide(
+                LibcontainerdLive.layer({ stateDir, namespace }).pipe(
+                  Layer.provideMerge(Layer.mergeAll(ProcessIONode.layer(), Backend.layerNoop)),
+                  Layer.provideMerge(ContainerdLive.layer({ address: info.address, namespace })),
+                ),
+              ),
+            )
+            assert.isTrue(Fs.existsSync(runcDir), "runc made a state dir for the namespace")
+          }),
+        ).pipe(Effect.ensuring(Effect.sync(() => Fs.rmSync(stateDir, { recursive: true, force: true }))))
+        assert.isFalse(Fs.existsSync(runcDir), "the empty dir went with the daemon")
+      }),
+  )
 })
