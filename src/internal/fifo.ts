@@ -429,8 +429,11 @@ export interface SetState {
   deleted: boolean
 }
 
-/** Whether closing a scope must leave the set's files for a later re-attach. */
-export const retained = (state: SetState): boolean => state.created && !state.deleted
+/**
+ * Whether the scope that made a set still has to remove its files when it closes: not while a created process
+ * lives on (a later re-attach needs them), and not after `processDeleted`, which removed them already.
+ */
+export const removedOnClose = (state: SetState): boolean => !state.created && !state.deleted
 
 /** What a layer hands `makeDirectIO`: the opened ends and how to remove the files. */
 export interface DirectIOParts {

@@ -35,7 +35,7 @@ import {
   makeDirectIO,
   Notice,
   type OutputEnd,
-  retained,
+  removedOnClose,
   type SetState,
 } from "../internal/fifo.js"
 import {
@@ -328,7 +328,7 @@ export const make = (
             }
             states.set(set, state)
           }),
-          () => (retained(state) ? Effect.void : remove(set)),
+          () => (removedOnClose(state) ? remove(set) : Effect.void),
         )
         return set
       }),

@@ -24,7 +24,7 @@ import {
   openReader,
   openWriter,
   removeFifos,
-  retained,
+  removedOnClose,
   type SetState,
 } from "../internal/fifo.js"
 import { type FifoSet, fromPaths, layout, type OpenOptions, ProcessIO, paths } from "../services/ProcessIO.js"
@@ -78,8 +78,7 @@ export const make = (options: Options = {}): ProcessIO.Service => {
         const state: SetState = { created: false, deleted: false }
         yield* Effect.acquireRelease(
           Effect.tap(makeFifos(paths(set), options.uid, options.gid), () => states.set(set, state)),
-          // a deleted process's files went with `processDeleted` already
-          () => (retained(state) || state.deleted ? Effect.void : removeFifos(paths(set))),
+          () => (removedOnClose(state) ? removeFifos(paths(set)) : Effect.void),
         )
         return set
       }),

@@ -235,6 +235,24 @@ const exitOf = (containerId: string, processId: string = containerId) =>
 const timeline = (events: ReadonlyArray<Recorded>) =>
   events.map((e) => (e.info.processId === e.containerId ? e.type : `${e.type} ${e.info.processId}`))
 
+/** A named client operation, for the error tables. */
+type Operation = readonly [string, Effect.Effect<unknown, ContainerdError>]
+
+/** Every operation on a container's task and processes, named; each needs a running task. */
+const taskOperations = (client: Libcontainerd.Service, id: string): ReadonlyArray<Operation> => [
+  ["signalProcess", client.signalProcess(id, "init", "SIGTERM")],
+  ["resizeTerminal", client.resizeTerminal(id, "init", 80, 24)],
+  ["closeStdin", client.closeStdin(id, "init")],
+  ["pause", client.pause(id)],
+  ["resume", client.resume(id)],
+  ["stats", client.stats(id)],
+  ["listPids", client.listPids(id)],
+  ["summary", client.summary(id)],
+  ["deleteTask", client.deleteTask(id)],
+  ["updateResources", client.updateResources(id, { memory: { limit: 64 * MiB } })],
+  ["createCheckpoint", client.createCheckpoint(id, Path.join(Os.tmpdir(), `contract-${id}`), false)],
+]
+
 /** The failure of an effect that must fail, as `{ _tag, message }`. */
 const failure = <A, R>(effect: Effect.Effect<A, ContainerdError, R>) =>
   Effect.map(Effect.flip(effect), (e) => ({ _tag: e._tag, message: e.message }))
@@ -827,25 +845,12 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
           Effect.gen(function* () {
             const client = yield* Libcontainerd
             const id = "ghost"
-            const operations: ReadonlyArray<[string, Effect.Effect<unknown, ContainerdError>]> = [
+            const operations: ReadonlyArray<Operation> = [
               ["start", client.start(id)],
               ["exec", client.exec(id, "e1", Spec.makeProcess({ args: ["true"] }))],
-              ["signalProcess", client.signalProcess(id, "init", "SIGTERM")],
-              ["resizeTerminal", client.resizeTerminal(id, "init", 80, 24)],
-              ["closeStdin", client.closeStdin(id, "init")],
-              ["pause", client.pause(id)],
-              ["resume", client.resume(id)],
-              ["stats", client.stats(id)],
-              ["listPids", client.listPids(id)],
-              ["summary", client.summary(id)],
-              ["deleteTask", client.deleteTask(id)],
               ["delete", client.delete(id)],
               ["status", client.status(id)],
-              ["updateResources", client.updateResources(id, { memory: { limit: 64 * MiB } })],
-              [
-                "createCheckpoint",
-                client.createCheckpoint(id, Path.join(Os.tmpdir(), "contract-ghost"), false),
-              ],
+              ...taskOperations(client, id),
             ]
             for (const [name, operation] of operations) {
               assert.deepStrictEqual(
@@ -900,22 +905,7 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
             const client = yield* Libcontainerd
             const id = "idle"
             yield* create(id, sleeper)
-            const operations: ReadonlyArray<[string, Effect.Effect<unknown, ContainerdError>]> = [
-              ["signalProcess", client.signalProcess(id, "init", "SIGTERM")],
-              ["resizeTerminal", client.resizeTerminal(id, "init", 80, 24)],
-              ["closeStdin", client.closeStdin(id, "init")],
-              ["pause", client.pause(id)],
-              ["resume", client.resume(id)],
-              ["stats", client.stats(id)],
-              ["listPids", client.listPids(id)],
-              ["summary", client.summary(id)],
-              ["deleteTask", client.deleteTask(id)],
-              ["updateResources", client.updateResources(id, { memory: { limit: 64 * MiB } })],
-              [
-                "createCheckpoint",
-                client.createCheckpoint(id, Path.join(Os.tmpdir(), "contract-idle"), false),
-              ],
-            ]
+            const operations = taskOperations(client, id)
             for (const [name, operation] of operations) {
               assert.deepStrictEqual(
                 yield* failure(operation),
