@@ -10,7 +10,8 @@
  * client's event subscription sees only its own containers.
  *
  * The client holds containerd's task event subscription of its namespace all
- * along; the bare side holds the same subscription on its own channel and
+ * along; the bare side holds the same subscription (the same filter, which
+ * leaves out the topics the client ignores) on its own channel and
  * decodes every envelope with the generated decoders, so the daemon publishes
  * to one subscriber on each side.
  *
@@ -186,7 +187,7 @@ const measure = async (
       EventsService.subscribe.path,
       EventsService.subscribe.requestSerialize,
       EventsService.subscribe.responseDeserialize,
-      { filters: [filterFor(bareNs)] },
+      { filters: [filterFor(bareNs, LibcontainerdLive.unhandledTopics)] },
       bareMetadata.clone(),
       {},
     )

@@ -11,13 +11,14 @@ import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Proto from "../generated/containerd/events/task.js"
 import {
   decodeEnvelope,
   encodeEvent,
-  type TaskEvent,
+  TaskEvent,
   type TaskEventEnvelope,
   type TaskEventsItem,
   topicOf,
@@ -255,6 +256,34 @@ describe("decodeEnvelope", () => {
     },
   )
 
+  const tags = [
+    "TaskCreate",
+    "TaskStart",
+    "TaskExit",
+    "TaskOOM",
+    "TaskExecAdded",
+    "TaskExecStarted",
+    "TaskPaused",
+    "TaskResumed",
+    "TaskDelete",
+    "TaskCheckpointed",
+  ] as const
+
+  it.prop(
+    "decoding checks by hand what the event schemas check: a decoded event validates, and an empty container id is refused",
+    { tag: FastCheck.constantFrom(...tags), containerId: id, pid: uint32 },
+    ({ containerId, pid, tag }) => {
+      const fns = Proto[tag] as Proto.MessageFns<unknown> & { fromPartial: (o: object) => unknown }
+      const encode = (c: string) => fns.encode(fns.fromPartial({ containerId: c, pid })).finish()
+      const event = decodedEvent(envelopeOf(`containerd.events.${tag}`, encode(containerId)))
+      assert.isTrue(Either.isRight(Schema.validateEither(TaskEvent)(event)), `${tag} validates`)
+      assert.isTrue(Either.isLeft(Schema.validateEither(TaskEvent)({ ...event, containerId: "" })))
+      const refused = decodeEnvelope(envelopeOf(`containerd.events.${tag}`, encode("")))
+      assert(Either.isLeft(refused), `${tag} with an empty container id is refused`)
+      assert.match(refused.left.message, /containerId/)
+    },
+  )
+
   it("keeps the envelope's topic, namespace and timestamp, and reads a missing timestamp as the zero time", () => {
     const result = decodeEnvelope({ ...packed(exit("web")), timestamp: undefined })
     assert.deepStrictEqual(
@@ -480,6 +509,22 @@ describe("TaskEventsLive", () => {
         const invalid = yield* Effect.exit(liveService(other, { namespace: "a/b" }))
         assert(Exit.isFailure(invalid))
       }),
+  )
+
+  it.effect('ignoredTopics add topic!="<topic>" each; anything but a task topic is InvalidParameter', () =>
+    Effect.gen(function* () {
+      const fake = fakeContainerd([])
+      yield* collect(yield* liveService(fake, { ignoredTopics: ["/tasks/delete", "/tasks/checkpointed"] }))
+      yield* eventually(() => fake.filters.length === 1)
+      assert.deepStrictEqual(fake.filters, [
+        ['namespace==testns,topic~=|^/tasks/|,topic!="/tasks/delete",topic!="/tasks/checkpointed"'],
+      ])
+      for (const topic of ["/containers/create", "/tasks/delete|x", "tasks/delete", "/tasks/", ""]) {
+        const error = yield* Effect.flip(TaskEventsLive.make(fake.service, { ignoredTopics: [topic] }))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.include(error.message, "ignoredTopics")
+      }
+    }),
   )
 
   it.effect(

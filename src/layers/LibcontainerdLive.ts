@@ -123,6 +123,12 @@ const statusOf = (s: string): Status => s.toLowerCase() as Status
 /** Without `attachStdio`: the output is read and dropped, so the process never blocks on a full pipe. */
 const noStdio: AttachStdio<never, never> = (io) => io.discardOutput
 
+/**
+ * The task topics the client does not act on (as the seed, it ignores a task's delete and checkpoint events); its
+ * subscription leaves them out, so containerd does not send them.
+ */
+export const unhandledTopics: ReadonlyArray<string> = ["/tasks/delete", "/tasks/checkpointed"]
+
 /** Builds the client in a Scope: closing it releases handles and fibers, never containers. */
 export const make = (options: Options) =>
   Effect.gen(function* () {
@@ -892,6 +898,7 @@ export const make = (options: Options) =>
           onNone: () =>
             TaskEventsLive.make(containerd, {
               namespace,
+              ignoredTopics: unhandledTopics,
               ...(options.eventsRetry === undefined ? {} : { retry: options.eventsRetry }),
             }),
         }),

@@ -2,7 +2,8 @@
  * `TaskEvents` over containerd's `Events.Subscribe`.
  *
  * One subscribe call at a time, with the filter
- * `namespace==<ns>,topic~=|^/tasks/|`. Envelopes are decoded with
+ * `namespace==<ns>,topic~=|^/tasks/|` (plus `topic!="<topic>"` for each of
+ * `ignoredTopics`). Envelopes are decoded with
  * `decodeEnvelope`: an unknown type is skipped with a debug log, a malformed
  * payload with a warning naming the topic; neither ends the stream.
  *
@@ -37,7 +38,7 @@ import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { decodeEnvelope, type TaskEventsItem } from "../domain/TaskEvent.js"
 import type { Envelope } from "../domain/Types.js"
-import { type ContainerdError, type InvalidParameter, System } from "../errors/ContainerdError.js"
+import { type ContainerdError, InvalidParameter, System } from "../errors/ContainerdError.js"
 import { Containerd, validateIdentifier } from "../services/Containerd.js"
 import { filterFor, TaskEvents } from "../services/TaskEvents.js"
 
@@ -51,6 +52,11 @@ export interface Options {
   readonly settle?: Duration.DurationInput
   /** Decoded items buffered ahead of a slow consumer before the call is back-pressured (default 1024). */
   readonly bufferSize?: number
+  /**
+   * Task topics (`/tasks/<name>`, e.g. `/tasks/delete`) the subscription leaves out: containerd does not send
+   * them, so a consumer that ignores them pays nothing for them. None by default.
+   */
+  readonly ignoredTopics?: ReadonlyArray<string>
 }
 
 /** The longest wait between two subscribe attempts under the default schedule. */
@@ -71,106 +77,130 @@ export const defaultSettle: Duration.Duration = Duration.millis(200)
 
 const ended = (): ContainerdError => new System({ message: "the event stream ended" })
 
-/** The live service over a `Containerd` service; fails when `options.namespace` is not a valid identifier. */
+const taskTopic = /^\/tasks\/[a-z][a-z-]*$/
+
+const checkTopics = (
+  topics: ReadonlyArray<string>,
+): Effect.Effect<ReadonlyArray<string>, InvalidParameter> => {
+  const bad = topics.find((topic) => !taskTopic.test(topic))
+  return bad === undefined
+    ? Effect.succeed(topics)
+    : Effect.fail(
+        new InvalidParameter({
+          message: `ignoredTopics: ${JSON.stringify(bad)} is not a task topic (expected /tasks/<name>, e.g. /tasks/delete)`,
+        }),
+      )
+}
+
+/**
+ * The live service over a `Containerd` service; fails when `options.namespace` is not a valid identifier or an
+ * ignored topic is not a task topic.
+ */
 export const make = (
   containerd: Containerd.Service,
   options: Options = {},
 ): Effect.Effect<TaskEvents.Service, InvalidParameter> =>
-  Effect.map(validateIdentifier("namespace", options.namespace ?? containerd.namespace), (namespace) => {
-    const filter = filterFor(namespace)
-    const retry = Schedule.modifyDelay(options.retry ?? defaultRetry, (_, delay) =>
-      Duration.max(delay, minRetryDelay),
-    )
-    const settle = Duration.decode(options.settle ?? defaultSettle)
-    const capacity = options.bufferSize ?? 1024
+  Effect.map(
+    Effect.all([
+      validateIdentifier("namespace", options.namespace ?? containerd.namespace),
+      checkTopics(options.ignoredTopics ?? []),
+    ]),
+    ([namespace, ignoredTopics]) => {
+      const filter = filterFor(namespace, ignoredTopics)
+      const retry = Schedule.modifyDelay(options.retry ?? defaultRetry, (_, delay) =>
+        Duration.max(delay, minRetryDelay),
+      )
+      const settle = Duration.decode(options.settle ?? defaultSettle)
+      const capacity = options.bufferSize ?? 1024
 
-    const subscribe: Stream.Stream<TaskEventsItem, ContainerdError> = Stream.unwrapScoped(
-      Effect.gen(function* () {
-        const mailbox = yield* Mailbox.make<TaskEventsItem, ContainerdError>({ capacity })
-        const driver = yield* Schedule.driver(retry)
+      const subscribe: Stream.Stream<TaskEventsItem, ContainerdError> = Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const mailbox = yield* Mailbox.make<TaskEventsItem, ContainerdError>({ capacity })
+          const driver = yield* Schedule.driver(retry)
 
-        const handle = (envelope: Envelope): Effect.Effect<unknown> => {
-          const decoded = decodeEnvelope(envelope)
-          if (Either.isLeft(decoded)) {
-            return Effect.logWarning(
-              `skipping a malformed task event on ${envelope.topic}`,
-              decoded.left.message,
-            ).pipe(Effect.annotateLogs({ topic: envelope.topic, typeUrl: decoded.left.typeUrl }))
+          const handle = (envelope: Envelope): Effect.Effect<unknown> => {
+            const decoded = decodeEnvelope(envelope)
+            if (Either.isLeft(decoded)) {
+              return Effect.logWarning(
+                `skipping a malformed task event on ${envelope.topic}`,
+                decoded.left.message,
+              ).pipe(Effect.annotateLogs({ topic: envelope.topic, typeUrl: decoded.left.typeUrl }))
+            }
+            if (Option.isNone(decoded.right)) {
+              return Effect.logDebug(
+                `ignoring an event of type ${envelope.event?.typeUrl} on ${envelope.topic}`,
+              ).pipe(Effect.annotateLogs({ topic: envelope.topic }))
+            }
+            return mailbox.offer(decoded.right.value)
           }
-          if (Option.isNone(decoded.right)) {
-            return Effect.logDebug(
-              `ignoring an event of type ${envelope.event?.typeUrl} on ${envelope.topic}`,
-            ).pipe(Effect.annotateLogs({ topic: envelope.topic }))
-          }
-          return mailbox.offer(decoded.right.value)
-        }
 
-        // One subscribe call, run to its end; the stream's finalizer cancels the call before this returns.
-        // The settle timer runs beside the call in a child fiber rather than merged into its stream: a merge
-        // costs a queue hop and a fiber handoff per envelope, the timer only matters until the marker is out.
-        const once = (attempt: number, onLive: () => void): Effect.Effect<void, ContainerdError> =>
-          Effect.suspend(() => {
-            let live = false
-            // set once the marker is in the mailbox: the call's events wait for it, wherever it came from
-            let marked = false
-            const announced = Deferred.unsafeMake<void>(FiberId.none)
-            const announce = (confirmed: boolean): Effect.Effect<unknown> => {
-              live = true
-              onLive()
-              return Effect.ensuring(
-                mailbox.offer({ _tag: "Subscribed", attempt, confirmed }),
-                Effect.sync(() => {
-                  marked = true
-                  Deferred.unsafeDone(announced, Exit.void)
+          // One subscribe call, run to its end; the stream's finalizer cancels the call before this returns.
+          // The settle timer runs beside the call in a child fiber rather than merged into its stream: a merge
+          // costs a queue hop and a fiber handoff per envelope, the timer only matters until the marker is out.
+          const once = (attempt: number, onLive: () => void): Effect.Effect<void, ContainerdError> =>
+            Effect.suspend(() => {
+              let live = false
+              // set once the marker is in the mailbox: the call's events wait for it, wherever it came from
+              let marked = false
+              const announced = Deferred.unsafeMake<void>(FiberId.none)
+              const announce = (confirmed: boolean): Effect.Effect<unknown> => {
+                live = true
+                onLive()
+                return Effect.ensuring(
+                  mailbox.offer({ _tag: "Subscribed", attempt, confirmed }),
+                  Effect.sync(() => {
+                    marked = true
+                    Deferred.unsafeDone(announced, Exit.void)
+                  }),
+                )
+              }
+              const onEnvelope = (envelope: Envelope): Effect.Effect<unknown> =>
+                marked
+                  ? handle(envelope)
+                  : live
+                    ? Effect.zipRight(Deferred.await(announced), handle(envelope))
+                    : Effect.zipRight(announce(true), handle(envelope))
+              const settled = Effect.zipRight(
+                Effect.sleep(settle),
+                Effect.suspend(() => (live ? Effect.void : announce(false))),
+              )
+              return Effect.gen(function* () {
+                const timer = yield* Effect.fork(settled)
+                const exit = yield* Effect.exit(
+                  Stream.runForEach(containerd.events.subscribe([filter]), onEnvelope),
+                )
+                // the call ended: a marker on its way into the mailbox goes in first, the timer goes
+                yield* live && !marked ? Fiber.await(timer) : Fiber.interrupt(timer)
+                return yield* exit
+              })
+            })
+
+          const loop = Effect.gen(function* () {
+            for (let attempt = 1; ; attempt++) {
+              let wasLive = false
+              const result = yield* Effect.either(
+                once(attempt, () => {
+                  wasLive = true
                 }),
               )
-            }
-            const onEnvelope = (envelope: Envelope): Effect.Effect<unknown> =>
-              marked
-                ? handle(envelope)
-                : live
-                  ? Effect.zipRight(Deferred.await(announced), handle(envelope))
-                  : Effect.zipRight(announce(true), handle(envelope))
-            const settled = Effect.zipRight(
-              Effect.sleep(settle),
-              Effect.suspend(() => (live ? Effect.void : announce(false))),
-            )
-            return Effect.gen(function* () {
-              const timer = yield* Effect.fork(settled)
-              const exit = yield* Effect.exit(
-                Stream.runForEach(containerd.events.subscribe([filter]), onEnvelope),
+              const failure = Either.isLeft(result) ? result.left : ended()
+              if (wasLive) yield* driver.reset
+              yield* Effect.logWarning("task event subscription failed", failure).pipe(
+                Effect.annotateLogs({ attempt, filter }),
               )
-              // the call ended: a marker on its way into the mailbox goes in first, the timer goes
-              yield* live && !marked ? Fiber.await(timer) : Fiber.interrupt(timer)
-              return yield* exit
-            })
+              const more = yield* Effect.either(driver.next(failure))
+              if (Either.isLeft(more)) return yield* Effect.fail(failure)
+            }
           })
 
-        const loop = Effect.gen(function* () {
-          for (let attempt = 1; ; attempt++) {
-            let wasLive = false
-            const result = yield* Effect.either(
-              once(attempt, () => {
-                wasLive = true
-              }),
-            )
-            const failure = Either.isLeft(result) ? result.left : ended()
-            if (wasLive) yield* driver.reset
-            yield* Effect.logWarning("task event subscription failed", failure).pipe(
-              Effect.annotateLogs({ attempt, filter }),
-            )
-            const more = yield* Effect.either(driver.next(failure))
-            if (Either.isLeft(more)) return yield* Effect.fail(failure)
-          }
-        })
+          yield* Effect.forkScoped(Effect.onExit(loop, (exit) => mailbox.done(Exit.asVoid(exit))))
+          return Mailbox.toStream(mailbox)
+        }),
+      )
 
-        yield* Effect.forkScoped(Effect.onExit(loop, (exit) => mailbox.done(Exit.asVoid(exit))))
-        return Mailbox.toStream(mailbox)
-      }),
-    )
-
-    return { subscribe }
-  })
+      return { subscribe }
+    },
+  )
 
 /** Provides `TaskEvents` over the `Containerd` service in context. */
 export const layer = (options?: Options): Layer.Layer<TaskEvents, InvalidParameter, Containerd> =>

@@ -55,5 +55,13 @@ export class TaskEvents extends Context.Tag("effect-containerd/TaskEvents")<
   TaskEvents.Service
 >() {}
 
-/** The filter the client subscribes with: task topics of one namespace. */
-export const filterFor = (namespace: string): string => `namespace==${namespace},topic~=|^/tasks/|`
+/**
+ * The filter the client subscribes with: task topics of one namespace, less the `ignored` topics (each
+ * `/tasks/<name>`), which the daemon then does not send at all.
+ */
+export const filterFor = (namespace: string, ignored: ReadonlyArray<string> = []): string =>
+  // containerd takes `|`-quoted values only after `~=`; after `!=`, a value with `/` needs double quotes
+  ignored.reduce(
+    (filter, topic) => `${filter},topic!="${topic}"`,
+    `namespace==${namespace},topic~=|^/tasks/|`,
+  )

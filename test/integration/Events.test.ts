@@ -2,10 +2,14 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { assert, describe, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Spec from "../../src/domain/Spec.js"
+import * as LibcontainerdLive from "../../src/layers/LibcontainerdLive.js"
+import * as TaskEventsLive from "../../src/layers/TaskEventsLive.js"
 import * as Backend from "../../src/services/Backend.js"
 import { Containerd } from "../../src/services/Containerd.js"
 import { Libcontainerd } from "../../src/services/Libcontainerd.js"
@@ -136,6 +140,56 @@ describe("task events (real daemon)", () => {
         yield* client.deleteTask("hog")
         yield* client.delete("hog")
       }),
+    )
+
+    it.effect(
+      "a subscription with ignoredTopics is not sent them; the other topics come in order (the client ignores delete and checkpointed)",
+      () =>
+        Effect.gen(function* () {
+          assert.deepStrictEqual(LibcontainerdLive.unhandledTopics, ["/tasks/delete", "/tasks/checkpointed"])
+          const client = yield* Libcontainerd
+          const containerd = yield* Containerd
+          // the topics of container "topics" one subscription receives, up to the create of container "sentinel"
+          const follow = (ignoredTopics: ReadonlyArray<string>) =>
+            Effect.gen(function* () {
+              const live = yield* Deferred.make<void>()
+              const events = yield* TaskEventsLive.make(containerd, { namespace, ignoredTopics })
+              const topics = yield* events.subscribe.pipe(
+                Stream.tap((item) =>
+                  item._tag === "Subscribed" ? Deferred.succeed(live, undefined) : Effect.void,
+                ),
+                Stream.filterMap((item) =>
+                  item._tag === "TaskEventEnvelope" ? Option.some(item) : Option.none(),
+                ),
+                Stream.takeUntil((e) => e.event._tag === "TaskCreate" && e.event.containerId === "sentinel"),
+                Stream.filter((e) => e.event.containerId === "topics"),
+                Stream.map((e) => e.topic),
+                Stream.runCollect,
+                Effect.fork,
+              )
+              yield* Deferred.await(live)
+              return topics
+            })
+          const everything = yield* follow([])
+          const some = yield* follow(["/tasks/delete"])
+          yield* client.create("topics", spec("topics", ["true"]))
+          yield* client.start("topics")
+          yield* exitOf("topics")
+          yield* client.deleteTask("topics")
+          yield* client.delete("topics")
+          yield* client.create("sentinel", spec("sentinel", ["true"]))
+          yield* client.start("sentinel")
+          const all = Chunk.toReadonlyArray(yield* Fiber.join(everything))
+          assert.deepStrictEqual(all, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"])
+          assert.deepStrictEqual(Chunk.toReadonlyArray(yield* Fiber.join(some)), [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+          ])
+          yield* exitOf("sentinel")
+          yield* client.deleteTask("sentinel")
+          yield* client.delete("sentinel")
+        }),
     )
 
     it.effect("the Libcontainerd.events stream carries what the Backend receives, in the same order", () =>
