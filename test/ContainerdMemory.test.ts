@@ -720,6 +720,32 @@ describe("ContainerdMemory", () => {
     }).pipe(Effect.provide(TestLayer)),
   )
 
+  it.scoped(
+    "terminal: a script that wakesOnResize ends its delay at the resize; one that does not waits it out",
+    () =>
+      Effect.gen(function* () {
+        const containerd = yield* Containerd
+        const memory = yield* ContainerdMemory.ContainerdMemory
+        const size = (p: ContainerdMemory.ProcessView) =>
+          `${p.ptySize?.height ?? 0} ${p.ptySize?.width ?? 0}\n`
+        yield* memory.script(
+          { containerId: "woken" },
+          { delay: "60 seconds", wakesOnResize: true, stdout: size },
+        )
+        yield* memory.script({ containerId: "sleepy" }, { delay: "60 seconds", stdout: size })
+        const woken = yield* runTask("woken", ["stty", "size"], { terminal: true })
+        const sleepy = yield* runTask("sleepy", ["stty", "size"], { terminal: true })
+        yield* containerd.tasks.resizePty({ containerId: "woken", width: 120, height: 40 })
+        yield* containerd.tasks.resizePty({ containerId: "sleepy", width: 100, height: 30 })
+        // the TestClock has not moved: only the resize can have ended the first one's delay
+        assert.strictEqual(yield* Fiber.join(woken.stdout), "40 120\r\n")
+        assert.strictEqual((yield* containerd.tasks.wait({ containerId: "woken" })).exitStatus, 0)
+        assert.isTrue(Option.isNone(yield* Fiber.poll(sleepy.stdout)), "still in its delay")
+        yield* TestClock.adjust("60 seconds")
+        assert.strictEqual(yield* Fiber.join(sleepy.stdout), "30 100\r\n")
+      }).pipe(Effect.provide(TestLayer)),
+  )
+
   it.scoped("terminal: resizePty is recorded; closing stdin hangs the process up (129)", () =>
     Effect.gen(function* () {
       const containerd = yield* Containerd

@@ -73,6 +73,11 @@ export interface Script {
   readonly exitCode?: number
   /** Waits this long from its start (paused time excluded) before writing any output, like `sleep N; echo …`. */
   readonly delay?: Duration.DurationInput
+  /**
+   * A resize of its terminal ends `delay` early (one before the delay began ends it at once), as SIGWINCH wakes a
+   * process that waits for it (`trap … WINCH`): its output then shows the new size whenever the resize comes.
+   */
+  readonly wakesOnResize?: boolean
   /** Written to stdout first; a function is called when the output is written (after `delay`), with the process as it is then. */
   readonly stdout?: Output
   /**

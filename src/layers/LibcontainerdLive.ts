@@ -974,6 +974,12 @@ export const make = (options: Options) =>
 
     const handleEvent = (event: TaskEvent): Effect.Effect<void> => {
       const containerId = event.containerId
+      // kinds no Backend event is made of: a task's delete usually arrives after the client forgot the container
+      if (event._tag === "TaskDelete" || event._tag === "TaskCheckpointed") {
+        return Effect.logDebug("ignoring event").pipe(
+          Effect.annotateLogs({ container: containerId, event: event._tag }),
+        )
+      }
       const entry = containers.get(containerId)
       if (entry === undefined || entry.phase === "creating") {
         return Effect.logWarning("event for an unknown container").pipe(
@@ -1008,10 +1014,6 @@ export const make = (options: Options) =>
           return Effect.sync(() => dispatch("paused", info(containerId)))
         case "TaskResumed":
           return Effect.sync(() => dispatch("resumed", info(containerId)))
-        default:
-          return Effect.logDebug("ignoring event").pipe(
-            Effect.annotateLogs({ container: containerId, event: event._tag }),
-          )
       }
     }
 

@@ -26,7 +26,10 @@ afterAll(() => Fs.rmSync(stateDir, { recursive: true, force: true }))
 /**
  * The script playing a behaviour. A delay is at most 20 ms: a real one also
  * covers the process's own start-up (fork, exec, a shell), an in-memory one
- * only has to order the output after the test's next call.
+ * only has to order the output after the test's next call. A process that
+ * prints its terminal's size is woken by the resize instead: its output
+ * follows the test's `resizeTerminal` by construction, and the delay only
+ * bounds the wait when no resize comes (it then prints "0 0").
  */
 const scriptOf = (behaviour: Behaviour): ContainerdMemory.Script => ({
   ...(behaviour.stdout === undefined ? {} : { stdout: behaviour.stdout }),
@@ -36,7 +39,10 @@ const scriptOf = (behaviour: Behaviour): ContainerdMemory.Script => ({
     ? {}
     : { delay: Duration.millis(Math.min(behaviour.delayMillis, 20)) }),
   ...(behaviour.printsTtySize === true
-    ? { stdout: (p: ContainerdMemory.ProcessView) => `${p.ptySize?.height ?? 0} ${p.ptySize?.width ?? 0}\n` }
+    ? {
+        stdout: (p: ContainerdMemory.ProcessView) => `${p.ptySize?.height ?? 0} ${p.ptySize?.width ?? 0}\n`,
+        wakesOnResize: true,
+      }
     : {}),
   ...(behaviour.oom === true ? { oom: true } : {}),
   ...(behaviour.cannotStart === true

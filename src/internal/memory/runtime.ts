@@ -138,6 +138,7 @@ const newProc = (fields: {
   pending: [],
   signals: [],
   ptySize: undefined,
+  resized: signal<void>(),
   stdinClosed: false,
   startedAtNanos: 0n,
   pausedBaselineMillis: 0,
@@ -365,7 +366,10 @@ export const make = (deps: Deps) => {
           const bytes = proc.terminal ? onlcr(raw) : raw
           return bytes.byteLength === 0 ? Effect.void : gated(target.write(bytes))
         })
-      if (script.delay !== undefined) yield* runUntil(task, proc, Duration.decode(script.delay))
+      if (script.delay !== undefined) {
+        const delay = runUntil(task, proc, Duration.decode(script.delay))
+        yield* script.wakesOnResize === true ? Effect.raceFirst(delay, Deferred.await(proc.resized)) : delay
+      }
       yield* write(out, script.stdout)
       yield* write(err, script.stderr)
       if (script.echoStdin === true && side?.stdin !== undefined) {
@@ -879,7 +883,10 @@ export const make = (deps: Deps) => {
           const task = yield* getTask(ctx.ns, input.containerId)
           const proc = yield* getProc(task, input.execId ?? "")
           if (proc.state === "STOPPED") return yield* unknown("cannot resize a stopped container")
-          if (proc.terminal) proc.ptySize = { width: input.width, height: input.height }
+          if (proc.terminal) {
+            proc.ptySize = { width: input.width, height: input.height }
+            Deferred.unsafeDone(proc.resized, Exit.void)
+          }
         }),
       ),
     closeIO: (input) =>

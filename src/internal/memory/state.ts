@@ -36,6 +36,8 @@ export interface Proc {
   pending: Array<number>
   readonly signals: Array<number>
   ptySize: { readonly width: number; readonly height: number } | undefined
+  /** Completed at the first resize of its terminal. */
+  readonly resized: Deferred.Deferred<void>
   stdinClosed: boolean
   startedAtNanos: bigint
   /** The task's paused time when the process started: what was paused before does not count against it. */
