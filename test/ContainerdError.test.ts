@@ -105,4 +105,25 @@ describe("ContainerdError schema", () => {
     assert.strictEqual(decoded.code, error.code)
     assert.isTrue(isContainerdError(decoded))
   })
+
+  it("construction skips the fields' run-time check unless asked (false); decoding through the schema checks", () => {
+    const wrong = { message: 42 } as unknown as { message: string }
+    for (const make of [
+      (d?: boolean) => new NotFound(wrong, d),
+      (d?: boolean) => new Conflict(wrong, d),
+      (d?: boolean) => new InvalidParameter(wrong, d),
+      (d?: boolean) => new System(wrong, d),
+    ]) {
+      const made = make()
+      assert.isTrue(isContainerdError(made))
+      assert.throws(() => make(false))
+    }
+    const decoded = Schema.decodeUnknownEither(ContainerdError)({ _tag: "NotFound", message: 42 })
+    assert.strictEqual(decoded._tag, "Left")
+    const right = Schema.decodeUnknownEither(ContainerdError)({
+      _tag: "Conflict",
+      message: "id already in use",
+    })
+    assert.strictEqual(right._tag, "Right")
+  })
 })

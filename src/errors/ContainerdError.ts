@@ -54,14 +54,35 @@ const fields = {
   cause: Schema.optional(Schema.Defect),
 }
 
+/** What every error is made of. */
+export interface ErrorProps {
+  readonly message: string
+  readonly code?: number
+  readonly cause?: unknown
+}
+
+/**
+ * Errors are made often (every refused call, every mapped gRPC failure), and their fields are plain values the
+ * types already check: the constructor skips the schema's run-time check of them, which would cost tens of µs per
+ * error. Pass `false` to check anyway. Decoding through the schema (`Schema.decodeUnknown(ContainerdError)`)
+ * still checks.
+ */
+const unchecked = (disableValidation: boolean | undefined): boolean => disableValidation ?? true
+
 /** The object or process does not exist (containerd NOT_FOUND, or "no such container"). */
 export class NotFound extends Schema.TaggedError<NotFound>("effect-containerd/NotFound")("NotFound", fields) {
   readonly [TypeId]: TypeId = TypeId
+  constructor(props: ErrorProps, disableValidation?: boolean) {
+    super(props, unchecked(disableValidation))
+  }
 }
 
 /** The request conflicts with current state: the id is in use, the container is already started, a task still runs. */
 export class Conflict extends Schema.TaggedError<Conflict>("effect-containerd/Conflict")("Conflict", fields) {
   readonly [TypeId]: TypeId = TypeId
+  constructor(props: ErrorProps, disableValidation?: boolean) {
+    super(props, unchecked(disableValidation))
+  }
 }
 
 /** The request itself is wrong: a bad id, spec, address or option. Nothing was changed. */
@@ -69,11 +90,17 @@ export class InvalidParameter extends Schema.TaggedError<InvalidParameter>(
   "effect-containerd/InvalidParameter",
 )("InvalidParameter", fields) {
   readonly [TypeId]: TypeId = TypeId
+  constructor(props: ErrorProps, disableValidation?: boolean) {
+    super(props, unchecked(disableValidation))
+  }
 }
 
 /** Anything else: the daemon is unreachable, the runtime failed, an fd could not be opened. */
 export class System extends Schema.TaggedError<System>("effect-containerd/System")("System", fields) {
   readonly [TypeId]: TypeId = TypeId
+  constructor(props: ErrorProps, disableValidation?: boolean) {
+    super(props, unchecked(disableValidation))
+  }
 }
 
 /** Every error that leaves the library. */
