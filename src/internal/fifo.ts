@@ -47,13 +47,12 @@ const errnoError = (op: string, path: string, errno: number): System => {
 
 interface Libc {
   readonly mkfifo: (path: string, mode: number) => number
-  readonly fcntlInt: (fd: number, cmd: number, arg: number) => number
   readonly errno: () => number
 }
 
 let libc: Libc | undefined
 
-/** libc's `mkfifo` and `fcntl` through koffi, loaded on first use (the in-memory layer never loads it). */
+/** libc's `mkfifo` through koffi, loaded on first use (the in-memory layer never loads it). */
 const loadLibc = (): Libc => {
   if (libc !== undefined) return libc
   const require = createRequire(import.meta.url)
@@ -68,27 +67,8 @@ const loadLibc = (): Libc => {
     path: string,
     mode: number,
   ) => number
-  // fcntl is variadic: koffi takes each extra argument's type before its value
-  const fcntl = lib.func("int fcntl(int fd, int cmd, ...)") as (
-    fd: number,
-    cmd: number,
-    type: "int",
-    arg: number,
-  ) => number
-  libc = { mkfifo, fcntlInt: (fd, cmd, arg) => fcntl(fd, cmd, "int", arg), errno: () => koffi.errno() }
+  libc = { mkfifo, errno: () => koffi.errno() }
   return libc
-}
-
-const F_SETPIPE_SZ = 1031
-
-/**
- * Asks the kernel for a pipe buffer of `bytes` on the pipe behind `fd`; the kernel rounds up to a power of two
- * pages. Best effort: an unprivileged caller may be refused above `/proc/sys/fs/pipe-max-size`, and the pipe
- * then keeps its default size (16 pages), which only costs throughput.
- */
-const growPipe = (fd: number, bytes: number): void => {
-  if (bytes <= 0) return
-  loadLibc().fcntlInt(fd, F_SETPIPE_SZ, bytes)
 }
 
 const EEXIST = 17
@@ -382,16 +362,8 @@ const closedSignal = (socket: Net.Socket): Deferred.Deferred<void> => {
   return closed
 }
 
-/** What an output's read end is opened with. */
-export interface ReaderOptions {
-  /** Bytes queued for the consumer before the FIFO is no longer read. */
-  readonly capacity: number
-  /** The pipe buffer asked of the kernel for this FIFO (0: the kernel's default). */
-  readonly pipeSize: number
-}
-
-/** How many bytes one read may take: the largest pipe buffer a caller can ask for without privilege. */
-const readBufferBytes = 1024 * 1024
+/** How many bytes one read may take: what a pipe holds by default (16 pages). */
+const readBufferBytes = 64 * 1024
 
 /** Bytes the read ends copy into before a new block is allocated. */
 const blockBytes = 64 * 1024
@@ -431,19 +403,19 @@ class Blocks {
 
 /**
  * Opens a read end `O_RDONLY|O_NONBLOCK` (returns at once, parks no thread) as a `net.Socket`: epoll reports
- * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. The pipe is
- * grown to `pipeSize`, so a writer runs ahead of a busy reader instead of blocking every 64 KiB. libuv reads
- * into one shared buffer (the socket's `onread`), and each read is copied into the current block: no stream
- * machinery and one allocation per block. Reading stops while `capacity` bytes wait for the consumer.
+ * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. libuv reads
+ * into one shared 64 KiB buffer (the socket's `onread`), and each read is copied into the current block: no
+ * stream machinery and one allocation per block. Reading stops while `capacity` bytes wait for the consumer.
+ * (A pipe grown with `F_SETPIPE_SZ` was measured slower: reads grow past the caches, BENCHMARKS.md.)
  */
-export const openReader = (path: string, options: ReaderOptions): Effect.Effect<OutputEnd, System> =>
+export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
   Effect.suspend(() => {
     const ended = new Notice()
     const closed = new Notice()
     const blocks = new Blocks()
     let stopped = false
     let socket: Net.Socket | undefined
-    const queue = new ChunkQueue(options.capacity, () => {
+    const queue = new ChunkQueue(capacity, () => {
       if (!stopped || socket === undefined) return
       stopped = false
       if (!socket.destroyed) socket.resume()
@@ -457,10 +429,8 @@ export const openReader = (path: string, options: ReaderOptions): Effect.Effect<
         return false
       },
     }
-    const wrap = (fd: number) => {
-      growPipe(fd, options.pipeSize)
-      return new Net.Socket({ fd, readable: true, writable: false, onread } as Net.SocketConstructorOpts)
-    }
+    const wrap = (fd: number) =>
+      new Net.Socket({ fd, readable: true, writable: false, onread } as Net.SocketConstructorOpts)
     return Effect.map(openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, wrap), (opened) => {
       socket = opened
       opened.once("end", () => {

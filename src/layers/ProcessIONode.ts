@@ -6,11 +6,10 @@
  * and wrapped in a `net.Socket`, so no FIFO ever parks the event loop or a
  * libuv threadpool thread: read ends `O_RDONLY|O_NONBLOCK` (no early EOF: the
  * kernel reports nothing until a writer has come and gone), stdin
- * `O_RDWR|O_NONBLOCK` (valid before the process exists). Output FIFOs get a
- * 1 MiB pipe buffer (`pipeSize`); reads land in one shared buffer and are
- * copied into 64 KiB blocks. Output streams stop reading while
- * `highWaterMark` bytes wait for the consumer, so a slow consumer slows the
- * process instead of filling memory.
+ * `O_RDWR|O_NONBLOCK` (valid before the process exists). Output reads land in
+ * one shared buffer and are copied into 64 KiB blocks. Output streams stop
+ * reading while `highWaterMark` bytes wait for the consumer, so a slow
+ * consumer slows the process instead of filling memory.
  *
  * @since 0.1.0
  */
@@ -37,12 +36,6 @@ export interface Options {
   readonly drainTimeout?: Duration.DurationInput
   /** Bytes an output buffers for a consumer that does not pull before its FIFO is no longer read (default 256 KiB). */
   readonly highWaterMark?: number
-  /**
-   * The pipe buffer asked of the kernel for each output FIFO (`F_SETPIPE_SZ`; default 1 MiB, the most an
-   * unprivileged process may ask for by default; 0 keeps the kernel's 64 KiB). A larger pipe lets a process run
-   * ahead of a busy reader instead of blocking every 64 KiB. A refusal is not an error: the pipe keeps its size.
-   */
-  readonly pipeSize?: number
 }
 
 /** The default drain bound after a process exits. */
@@ -51,21 +44,15 @@ export const defaultDrainTimeout: Duration.Duration = Duration.seconds(2)
 /** The default per-output buffer bound. */
 export const defaultHighWaterMark = 256 * 1024
 
-/** The default pipe buffer of an output FIFO. */
-export const defaultPipeSize = 1024 * 1024
-
 /** Builds the live service. */
 export const make = (options: Options = {}): ProcessIO.Service => {
   const drainTimeout = durationOption(options.drainTimeout, defaultDrainTimeout)
-  const reading = {
-    capacity: Math.max(1, options.highWaterMark ?? defaultHighWaterMark),
-    pipeSize: Math.max(0, options.pipeSize ?? defaultPipeSize),
-  }
+  const highWaterMark = Math.max(1, options.highWaterMark ?? defaultHighWaterMark)
   const states = new WeakMap<FifoSet, SetState>()
 
   const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
     Effect.gen(function* () {
-      const reader = (path: string) => Effect.acquireRelease(openReader(path, reading), closeEnd)
+      const reader = (path: string) => Effect.acquireRelease(openReader(path, highWaterMark), closeEnd)
       const stdout = yield* reader(set.stdout)
       const stderr = set.stderr === undefined ? undefined : yield* reader(set.stderr)
       const stdin =
