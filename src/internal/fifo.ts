@@ -152,11 +152,6 @@ export class ChunkQueue {
     private readonly onSpace: () => void = () => {},
   ) {}
 
-  /** Whether a pushed chunk would be dropped: the queue has ended, or discards. */
-  get dropping(): boolean {
-    return this.done || this.discarding
-  }
-
   /** Whether the queue has ended (chunks may still be queued). */
   get ended(): boolean {
     return this.done
@@ -166,7 +161,7 @@ export class ChunkQueue {
   push(chunk: Uint8Array): boolean {
     if (this.done || this.discarding) return true
     if (chunk.length > 0) {
-      this.append(chunk)
+      this.chunks.push(chunk)
       this.bytes += chunk.length
       this.wake()
     }
@@ -237,24 +232,6 @@ export class ChunkQueue {
       this.push(chunk)
       return this.awaitSpace
     })
-  }
-
-  /** Queues a chunk; one that continues the last queued chunk in the same memory joins it (no copy). */
-  private append(chunk: Uint8Array): void {
-    const last = this.chunks.length - 1
-    const before = this.chunks[last]
-    if (
-      before === undefined ||
-      before.buffer !== chunk.buffer ||
-      before.byteOffset + before.byteLength !== chunk.byteOffset
-    ) {
-      this.chunks.push(chunk)
-      return
-    }
-    const length = before.byteLength + chunk.byteLength
-    this.chunks[last] = Buffer.isBuffer(before)
-      ? Buffer.from(before.buffer, before.byteOffset, length)
-      : new Uint8Array(before.buffer, before.byteOffset, length)
   }
 
   private wake(): void {
@@ -335,12 +312,7 @@ const openFifoFd = (path: string, flags: number): number => {
   return fd
 }
 
-/** Opens a FIFO with `flags` and wraps its fd in the socket `wrap` makes; the fd is closed when either fails. */
-const openSocket = (
-  path: string,
-  flags: number,
-  wrap: (fd: number) => Net.Socket,
-): Effect.Effect<Net.Socket, System> =>
+const openSocket = (path: string, flags: number, readable: boolean): Effect.Effect<Net.Socket, System> =>
   Effect.suspend(() => {
     let fd: number
     try {
@@ -349,7 +321,7 @@ const openSocket = (
       return Effect.fail(fsError("open", path, cause))
     }
     try {
-      return Effect.succeed(wrap(fd))
+      return Effect.succeed(new Net.Socket({ fd, readable, writable: !readable }))
     } catch (cause) {
       Fs.closeSync(fd)
       return Effect.fail(fsError("open", path, cause))
@@ -362,97 +334,43 @@ const closedSignal = (socket: Net.Socket): Deferred.Deferred<void> => {
   return closed
 }
 
-/** How many bytes one read may take: what a pipe holds by default (16 pages). */
-const readBufferBytes = 64 * 1024
-
-/** Bytes the read ends copy into before a new block is allocated. */
-const blockBytes = 64 * 1024
-
-/**
- * The buffer libuv reads every output FIFO into. A read's callback copies the bytes out before it returns, and
- * reads run one at a time on the event loop's thread, so one buffer serves every read end of this thread.
- */
-let readBuffer: Buffer | undefined
-
-const sharedReadBuffer = (): Buffer => {
-  if (readBuffer === undefined) readBuffer = Buffer.allocUnsafeSlow(readBufferBytes)
-  return readBuffer
-}
-
-/**
- * Copies reads into blocks of `blockBytes`, handing out views: one allocation per block instead of one per read,
- * and views of consecutive reads are adjacent, so the queue can join them.
- */
-class Blocks {
-  private block: Buffer | undefined
-  private used = 0
-
-  copy(from: Buffer, length: number): Buffer {
-    let block = this.block
-    if (block === undefined || block.length - this.used < length) {
-      block = Buffer.allocUnsafe(Math.max(length, blockBytes))
-      this.block = block
-      this.used = 0
-    }
-    from.copy(block, this.used, 0, length)
-    const view = block.subarray(this.used, this.used + length)
-    this.used += length
-    return view
-  }
-}
-
 /**
  * Opens a read end `O_RDONLY|O_NONBLOCK` (returns at once, parks no thread) as a `net.Socket`: epoll reports
- * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. libuv reads
- * into one shared 64 KiB buffer (the socket's `onread`), and each read is copied into the current block: no
- * stream machinery and one allocation per block. Reading stops while `capacity` bytes wait for the consumer.
- * (A pipe grown with `F_SETPIPE_SZ` was measured slower: reads grow past the caches, BENCHMARKS.md.)
+ * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. Chunks move
+ * as the Buffers libuv read; the socket is paused while `capacity` bytes wait for the consumer.
  */
 export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
-  Effect.suspend(() => {
+  Effect.map(openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, true), (socket) => {
     const ended = new Notice()
     const closed = new Notice()
-    const blocks = new Blocks()
-    let stopped = false
-    let socket: Net.Socket | undefined
     const queue = new ChunkQueue(capacity, () => {
-      if (!stopped || socket === undefined) return
-      stopped = false
-      if (!socket.destroyed) socket.resume()
+      if (socket.isPaused() && !socket.destroyed) socket.resume()
     })
-    const onread = {
-      buffer: sharedReadBuffer(),
-      // returning false stops reading; net.Socket's resume() starts it again
-      callback: (length: number, buffer: Buffer): boolean => {
-        if (queue.dropping || queue.push(blocks.copy(buffer, length))) return true
-        stopped = true
-        return false
+    socket.on("data", (chunk: Buffer) => {
+      if (!queue.push(chunk)) socket.pause()
+    })
+    socket.once("end", () => {
+      queue.end()
+      ended.fire()
+    })
+    socket.on("error", (cause) => queue.end(fsError("read", path, cause)))
+    socket.once("close", () => {
+      queue.end()
+      ended.fire()
+      closed.fire()
+    })
+    return {
+      take: queue.take,
+      ended,
+      destroy: (done) => {
+        closed.on(done)
+        socket.destroy()
+      },
+      discard: () => {
+        queue.discard()
+        if (socket.isPaused() && !socket.destroyed) socket.resume()
       },
     }
-    const wrap = (fd: number) =>
-      new Net.Socket({ fd, readable: true, writable: false, onread } as Net.SocketConstructorOpts)
-    return Effect.map(openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, wrap), (opened) => {
-      socket = opened
-      opened.once("end", () => {
-        queue.end()
-        ended.fire()
-      })
-      opened.on("error", (cause) => queue.end(fsError("read", path, cause)))
-      opened.once("close", () => {
-        queue.end()
-        ended.fire()
-        closed.fire()
-      })
-      return {
-        take: queue.take,
-        ended,
-        destroy: (done) => {
-          closed.on(done)
-          opened.destroy()
-        },
-        discard: () => queue.discard(),
-      }
-    })
   })
 
 /**
@@ -460,54 +378,47 @@ export const openReader = (path: string, capacity: number): Effect.Effect<Output
  * `write` resolves once the socket took the chunk, or after `drain` when its buffer is over the bound.
  */
 export const openWriter = (path: string): Effect.Effect<InputEnd, System> =>
-  Effect.map(
-    openSocket(
-      path,
-      Fs.constants.O_RDWR | Fs.constants.O_NONBLOCK,
-      (fd) => new Net.Socket({ fd, readable: false, writable: true }),
-    ),
-    (socket) => {
-      const closed = closedSignal(socket)
-      let failure: System | undefined
-      socket.on("error", (cause) => {
-        failure ??= fsError("write", path, cause)
+  Effect.map(openSocket(path, Fs.constants.O_RDWR | Fs.constants.O_NONBLOCK, false), (socket) => {
+    const closed = closedSignal(socket)
+    let failure: System | undefined
+    socket.on("error", (cause) => {
+      failure ??= fsError("write", path, cause)
+    })
+    const closedError = () => failure ?? new System({ message: `write ${path}: stdin is closed` })
+    const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
+      Effect.async<void, ContainerdError>((resume) => {
+        if (socket.destroyed || socket.writableEnded) return resume(Effect.fail(closedError()))
+        if (chunk.length === 0 || socket.write(chunk)) return resume(Effect.void)
+        const onDrain = () => {
+          cleanup()
+          resume(Effect.void)
+        }
+        const onClose = () => {
+          cleanup()
+          resume(Effect.fail(closedError()))
+        }
+        const cleanup = () => {
+          socket.off("drain", onDrain)
+          socket.off("close", onClose)
+        }
+        socket.on("drain", onDrain)
+        socket.on("close", onClose)
+        return Effect.sync(cleanup)
       })
-      const closedError = () => failure ?? new System({ message: `write ${path}: stdin is closed` })
-      const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
-        Effect.async<void, ContainerdError>((resume) => {
-          if (socket.destroyed || socket.writableEnded) return resume(Effect.fail(closedError()))
-          if (chunk.length === 0 || socket.write(chunk)) return resume(Effect.void)
-          const onDrain = () => {
-            cleanup()
-            resume(Effect.void)
-          }
-          const onClose = () => {
-            cleanup()
-            resume(Effect.fail(closedError()))
-          }
-          const cleanup = () => {
-            socket.off("drain", onDrain)
-            socket.off("close", onClose)
-          }
-          socket.on("drain", onDrain)
-          socket.on("close", onClose)
-          return Effect.sync(cleanup)
-        })
-      return {
-        write,
-        end: Effect.zipRight(
-          Effect.sync(() => {
-            if (!socket.destroyed) socket.end()
-          }),
-          Deferred.await(closed),
-        ),
-        close: Effect.zipRight(
-          Effect.sync(() => socket.destroy()),
-          Deferred.await(closed),
-        ),
-      }
-    },
-  )
+    return {
+      write,
+      end: Effect.zipRight(
+        Effect.sync(() => {
+          if (!socket.destroyed) socket.end()
+        }),
+        Deferred.await(closed),
+      ),
+      close: Effect.zipRight(
+        Effect.sync(() => socket.destroy()),
+        Deferred.await(closed),
+      ),
+    }
+  })
 
 // ---------------------------------------------------------------------------
 // the DirectIO state machine, the same for every layer

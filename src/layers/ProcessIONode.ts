@@ -6,9 +6,8 @@
  * and wrapped in a `net.Socket`, so no FIFO ever parks the event loop or a
  * libuv threadpool thread: read ends `O_RDONLY|O_NONBLOCK` (no early EOF: the
  * kernel reports nothing until a writer has come and gone), stdin
- * `O_RDWR|O_NONBLOCK` (valid before the process exists). Output reads land in
- * one shared buffer and are copied into 64 KiB blocks. Output streams stop
- * reading while `highWaterMark` bytes wait for the consumer, so a slow
+ * `O_RDWR|O_NONBLOCK` (valid before the process exists). Output streams pause
+ * their socket while `highWaterMark` bytes wait for the consumer, so a slow
  * consumer slows the process instead of filling memory.
  *
  * @since 0.1.0
