@@ -5,6 +5,9 @@ const src = (path: string) => fileURLToPath(new URL(`./src/${path}`, import.meta
 
 export default defineConfig({
   test: {
+    // the integration daemon's release (kill and delete leftover tasks, stop the daemon) may need more than
+    // vitest's default 10 s; past this bound vitest exits without it and the daemon would be left running
+    teardownTimeout: 60_000,
     // two test files at a time on a 2-core machine
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },
     projects: [
