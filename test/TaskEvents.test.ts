@@ -256,24 +256,26 @@ describe("decodeEnvelope", () => {
     },
   )
 
-  const tags = [
-    "TaskCreate",
-    "TaskStart",
-    "TaskExit",
-    "TaskOOM",
-    "TaskExecAdded",
-    "TaskExecStarted",
-    "TaskPaused",
-    "TaskResumed",
-    "TaskDelete",
-    "TaskCheckpointed",
-  ] as const
+  /** The generated message functions of every task event, by tag. */
+  const messages: Record<TaskEvent["_tag"], Proto.MessageFns<any> & { fromPartial: (o: object) => any }> = {
+    TaskCreate: Proto.TaskCreate,
+    TaskStart: Proto.TaskStart,
+    TaskExit: Proto.TaskExit,
+    TaskOOM: Proto.TaskOOM,
+    TaskExecAdded: Proto.TaskExecAdded,
+    TaskExecStarted: Proto.TaskExecStarted,
+    TaskPaused: Proto.TaskPaused,
+    TaskResumed: Proto.TaskResumed,
+    TaskDelete: Proto.TaskDelete,
+    TaskCheckpointed: Proto.TaskCheckpointed,
+  }
+  const tags = Object.keys(messages) as Array<TaskEvent["_tag"]>
 
   it.prop(
     "decoding checks by hand what the event schemas check: a decoded event validates, and an empty container id is refused",
     { tag: FastCheck.constantFrom(...tags), containerId: id, pid: uint32 },
     ({ containerId, pid, tag }) => {
-      const fns = Proto[tag] as Proto.MessageFns<unknown> & { fromPartial: (o: object) => unknown }
+      const fns = messages[tag]
       const encode = (c: string) => fns.encode(fns.fromPartial({ containerId: c, pid })).finish()
       const event = decodedEvent(envelopeOf(`containerd.events.${tag}`, encode(containerId)))
       assert.isTrue(Either.isRight(Schema.validateEither(TaskEvent)(event)), `${tag} validates`)

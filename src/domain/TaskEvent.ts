@@ -17,7 +17,6 @@
 import * as Data from "effect/Data"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Proto from "../../generated/containerd/events/task.js"
 import type { Timestamp as ProtoTimestamp } from "../../generated/google/protobuf/timestamp.js"
@@ -179,6 +178,7 @@ interface Codec {
   readonly toBytes: (event: TaskEvent) => Uint8Array
 }
 
+/** The codec of one event type; its schema only names the type (`problemOf` stands in for running it). */
 const codec = <E extends TaskEvent, M>(
   _schema: Schema.Schema<E, any>,
   fns: Proto.MessageFns<M>,
