@@ -260,14 +260,18 @@ export const make = (options: Options) =>
         return { scope, io, exited }
       })
 
-    /** Releases a process's IO after its exit: bounded drain, then every fd and FIFO goes. */
-    const releaseProcess = (process: ProcessEntry) =>
+    /**
+     * Releases a process's IO after its exit: bounded drain, then every fd and FIFO goes. `gone` runs once the
+     * FIFOs are removed (an exec's id is freed there: a new exec of that id makes FIFOs of the same paths).
+     */
+    const releaseProcess = (process: ProcessEntry, gone: Effect.Effect<void> = Effect.void) =>
       Effect.gen(function* () {
         if (process.io !== undefined) {
           yield* process.io.markExited
           yield* process.io.awaitDrained
           yield* process.io.processDeleted
         }
+        yield* gone
         yield* Deferred.succeed(process.exited, undefined)
         // consumers woken by the outputs' end take it before the scope's close interrupts them
         yield* Effect.yieldNow()
@@ -659,7 +663,7 @@ export const make = (options: Options) =>
         entry.task = undefined
         const execs = [...entry.execs.values()].filter((p): p is ProcessEntry => p !== "pending")
         entry.execs.clear()
-        yield* Effect.forEach([task, ...execs], releaseProcess, { discard: true })
+        yield* Effect.forEach([task, ...execs], (p) => releaseProcess(p), { discard: true })
         return { exitCode: deleted.exitStatus, exitedAt: deleted.exitedAt }
       }).pipe(Effect.uninterruptible, span("deleteTask", { "container.id": containerId }))
 
@@ -966,8 +970,12 @@ export const make = (options: Options) =>
                 ),
               ),
             )
-            if (entry.execs.get(processId) === process) entry.execs.delete(processId)
-            yield* releaseProcess(process)
+            yield* releaseProcess(
+              process,
+              Effect.sync(() => {
+                if (entry.execs.get(processId) === process) entry.execs.delete(processId)
+              }),
+            )
           })
       return Effect.sync(() => dispatch("exit", info, after))
     }

@@ -6,6 +6,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Spec from "../../src/domain/Spec.js"
 import * as LibcontainerdLive from "../../src/layers/LibcontainerdLive.js"
@@ -14,7 +15,7 @@ import * as Backend from "../../src/services/Backend.js"
 import { Containerd } from "../../src/services/Containerd.js"
 import { Libcontainerd } from "../../src/services/Libcontainerd.js"
 import { busyboxSpec, freshNamespace } from "../support/daemon.js"
-import { clientLayer, exitOf, tempStateDir } from "../support/client.js"
+import { capture, clientLayer, exitOf, tempStateDir } from "../support/client.js"
 
 const namespace = freshNamespace("events")
 const stateDir = tempStateDir()
@@ -96,6 +97,58 @@ describe("task events (real daemon)", () => {
           yield* exitOf("withexec")
           yield* client.deleteTask("withexec")
           yield* client.delete("withexec")
+        }),
+    )
+
+    it.scoped(
+      "an exited exec's id stays taken until its IO is released; then a new exec of that id runs on its own FIFOs",
+      () =>
+        Effect.gen(function* () {
+          const client = yield* Libcontainerd
+          const c = yield* Containerd
+          const base = spec("reuse", ["sleep", "60"])
+          yield* client.create("reuse", base)
+          yield* client.start("reuse")
+          yield* client.exec("reuse", "job", Spec.processFrom(base, { args: ["sleep", "0.3"] }))
+          // a second writer on the exec's stdout: its output cannot reach EOF, so its release waits for the drain
+          // bound (500 ms here) after containerd deleted the process
+          let writer: number | undefined = Fs.openSync(
+            Path.join(stateDir, "reuse", "job-stdout"),
+            Fs.constants.O_WRONLY | Fs.constants.O_NONBLOCK,
+          )
+          const closeWriter = Effect.sync(() => {
+            if (writer !== undefined) Fs.closeSync(writer)
+            writer = undefined
+          })
+          yield* Effect.addFinalizer(() => closeWriter)
+          yield* exitOf("reuse", "job")
+          const inContainerd = Containerd.withNamespace(namespace)(
+            c.tasks.get({ containerId: "reuse", execId: "job" }),
+          ).pipe(Effect.option)
+          for (let i = 0; i < 40 && Option.isSome(yield* inContainerd); i++) yield* Effect.sleep("5 millis")
+          assert.isTrue(Option.isNone(yield* inContainerd), "the exec is deleted in containerd")
+          const early = yield* Effect.flip(
+            client.exec("reuse", "job", Spec.processFrom(base, { args: ["true"] })),
+          )
+          assert.deepInclude(early, { _tag: "Conflict", message: "id already in use" })
+          yield* closeWriter
+          const { attach, captured } = yield* capture
+          yield* client
+            .exec("reuse", "job", Spec.processFrom(base, { args: ["echo", "again"] }), {
+              attachStdio: attach,
+            })
+            .pipe(
+              Effect.retry({
+                while: (e) => e._tag === "Conflict",
+                schedule: Schedule.spaced("20 millis"),
+                times: 250,
+              }),
+            )
+          assert.strictEqual(yield* Deferred.await(captured.stdout), "again\n")
+          yield* client.signalProcess("reuse", "init", "SIGKILL")
+          yield* exitOf("reuse")
+          yield* client.deleteTask("reuse")
+          yield* client.delete("reuse")
         }),
     )
 
