@@ -982,7 +982,8 @@ export const make = (options: Options) =>
 
     const handleEvent = (event: TaskEvent): Effect.Effect<void> => {
       const containerId = event.containerId
-      // kinds no Backend event is made of: a task's delete usually arrives after the client forgot the container
+      // the kinds of `unhandledTopics`, which the live subscription leaves out; another TaskEvents (the in-memory
+      // one) may still send them, and a task's delete usually arrives after the client forgot the container
       if (event._tag === "TaskDelete" || event._tag === "TaskCheckpointed") {
         return Effect.logDebug("ignoring event").pipe(
           Effect.annotateLogs({ container: containerId, event: event._tag }),

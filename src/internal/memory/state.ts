@@ -153,35 +153,30 @@ export const now = (clock: Clock.Clock): T.Timestamp => {
   return { seconds, nanos: Number(nanos - seconds * 1_000_000_000n) }
 }
 
-// The errors below are made of a message and a known code: their constructors skip the Schema check (`true`),
-// which costs more than the rest of an in-memory call.
-
 /** containerd NOT_FOUND. */
-export const notFound = (message: string): NotFound =>
-  new NotFound({ message, code: GrpcCode.NOT_FOUND }, true)
+export const notFound = (message: string): NotFound => new NotFound({ message, code: GrpcCode.NOT_FOUND })
 
 /** containerd ALREADY_EXISTS. */
 export const alreadyExists = (message: string): Conflict =>
-  new Conflict({ message, code: GrpcCode.ALREADY_EXISTS }, true)
+  new Conflict({ message, code: GrpcCode.ALREADY_EXISTS })
 
 /** containerd FAILED_PRECONDITION. */
 export const failedPrecondition = (message: string): Conflict =>
-  new Conflict({ message, code: GrpcCode.FAILED_PRECONDITION }, true)
+  new Conflict({ message, code: GrpcCode.FAILED_PRECONDITION })
 
 /** containerd INVALID_ARGUMENT. */
 export const invalidArgument = (message: string): InvalidParameter =>
-  new InvalidParameter({ message, code: GrpcCode.INVALID_ARGUMENT }, true)
+  new InvalidParameter({ message, code: GrpcCode.INVALID_ARGUMENT })
 
 /** containerd OUT_OF_RANGE. */
 export const outOfRange = (message: string): InvalidParameter =>
-  new InvalidParameter({ message, code: GrpcCode.OUT_OF_RANGE }, true)
+  new InvalidParameter({ message, code: GrpcCode.OUT_OF_RANGE })
 
 /** A runtime failure: containerd sends these as UNKNOWN with text only. */
-export const unknown = (message: string): System => new System({ message, code: GrpcCode.UNKNOWN }, true)
+export const unknown = (message: string): System => new System({ message, code: GrpcCode.UNKNOWN })
 
 /** containerd UNAVAILABLE: what a client sees while the daemon restarts. */
-export const unavailable = (message: string): System =>
-  new System({ message, code: GrpcCode.UNAVAILABLE }, true)
+export const unavailable = (message: string): System => new System({ message, code: GrpcCode.UNAVAILABLE })
 
 /** containerd's message for a missing container. */
 export const containerNotFound = (ns: NamespaceState, id: string): NotFound =>
