@@ -84,8 +84,12 @@ export const stdio: Group = {
         )
         let seq = 0
 
-        /** One task whose stdout is read by ProcessIO; seconds from Tasks.Start to EOF. */
-        const viaLibrary = (containerId: string) =>
+        /**
+         * One task whose stdout is read by ProcessIO; seconds from Tasks.Start to EOF. `stream`: the `stdout`
+         * stream (a fresh buffer per read, owned by the consumer); `copy`: `copyStdout`, reads lent from one
+         * reused buffer.
+         */
+        const viaLibrary = (containerId: string, how: "stream" | "copy") =>
           run(
             Effect.scoped(
               Effect.gen(function* () {
@@ -100,11 +104,17 @@ export const stdio: Group = {
                 const io = yield* processIO.open(set)
                 let bytes = 0
                 const counted = yield* Effect.fork(
-                  Stream.runForEachChunk(io.stdout, (chunks) =>
-                    Effect.sync(() => {
-                      for (const chunk of chunks) bytes += chunk.length
-                    }),
-                  ),
+                  how === "stream"
+                    ? Stream.runForEachChunk(io.stdout, (chunks) =>
+                        Effect.sync(() => {
+                          for (const chunk of chunks) bytes += chunk.length
+                        }),
+                      )
+                    : io.copyStdout((chunk) =>
+                        Effect.sync(() => {
+                          bytes += chunk.length
+                        }),
+                      ),
                 )
                 if (io.stderr !== undefined) yield* Effect.fork(Stream.runDrain(io.stderr))
                 yield* c.tasks.create({
@@ -231,10 +241,14 @@ export const stdio: Group = {
         }
 
         const rows: Result[] = []
-        type Side = "library" | "cat" | "socket" | "reused"
-        const sides: ReadonlyArray<Side> = ["library", "cat", "socket", "reused"]
+        type Side = "stream" | "copy" | "cat" | "socket" | "reused"
+        const sides: ReadonlyArray<Side> = ["stream", "copy", "cat", "socket", "reused"]
         const once = (side: Side, id: string): Promise<number> =>
-          side === "library" ? viaLibrary(id) : side === "cat" ? viaCat(id) : viaSocket(id, side === "reused")
+          side === "stream" || side === "copy"
+            ? viaLibrary(id, side)
+            : side === "cat"
+              ? viaCat(id)
+              : viaSocket(id, side === "reused")
         const rates = new Map(
           workloads.map((w) => [w.key, new Map(sides.map((side) => [side, [] as number[]]))]),
         )
@@ -261,7 +275,8 @@ export const stdio: Group = {
             summarize("stdio", `stdout 1 GiB, ${w.label}: ${what}`, "MB/s", seen.get(side)!)
           const cat = row("cat", "cat <fifo> >/dev/null")
           rows.push(
-            against(row("library", "ProcessIO stream"), cat),
+            against(row("copy", "ProcessIO copyStdout (reads lent from one buffer)"), cat),
+            against(row("stream", "ProcessIO stdout stream (a buffer per read)"), cat),
             cat,
             against(row("socket", "bare net.Socket, 'data' events (reference)"), cat),
             against(row("reused", "bare net.Socket, onread into one reused buffer (reference)"), cat),

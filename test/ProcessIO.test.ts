@@ -1,4 +1,5 @@
 import * as ChildProcess from "node:child_process"
+import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -65,6 +66,34 @@ const text = (stream: Stream.Stream<Uint8Array, unknown>) =>
   Stream.runCollect(stream).pipe(Effect.map((chunks) => Buffer.concat([...chunks]).toString()))
 
 const fdCount = () => Fs.readdirSync("/proc/self/fd").length
+
+/** A copy's write collecting the lent bytes as text (copied out, as a copy's writer must). */
+const textWriter = () => {
+  const parts: Array<string> = []
+  return {
+    write: (bytes: Uint8Array) =>
+      Effect.sync(() => {
+        parts.push(Buffer.from(bytes).toString())
+      }),
+    text: () => parts.join(""),
+  }
+}
+
+/** This process as the FIFO's writer (a reader must be open): `write` text, `close` once; the scope closes it too. */
+const fifoWriter = (path: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      let fd: number | undefined = Fs.openSync(path, Fs.constants.O_WRONLY | Fs.constants.O_NONBLOCK)
+      return {
+        write: (text: string) => Fs.writeSync(fd!, text),
+        close: () => {
+          if (fd !== undefined) Fs.closeSync(fd)
+          fd = undefined
+        },
+      }
+    }),
+    (writer) => Effect.sync(writer.close),
+  )
 
 const statOf = (path: string) => Fs.lstatSync(path)
 
@@ -311,6 +340,101 @@ describe("ProcessIONode", () => {
           )
           assert.strictEqual(yield* text(dio.stdout), "")
           assert.strictEqual(yield* text(dio.stderr!), "")
+        }).pipe(Effect.provide(live)),
+    )
+
+    it.scopedLive(
+      "copyStdout: 16 MiB arrive whole and in order through one reused buffer; a read waits for the write before it",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+          const dio = yield* io.open(set)
+          const hash = Crypto.createHash("sha256")
+          const buffers = new Set<ArrayBufferLike>()
+          let writes = 0
+          let overwritten = 0
+          const copied = yield* Effect.fork(
+            dio.copyStdout((bytes) =>
+              Effect.gen(function* () {
+                buffers.add(bytes.buffer)
+                const before = Buffer.from(bytes)
+                // every 16th write takes a while: were the reader not waiting, the next read would land meanwhile
+                if (++writes % 16 === 0) yield* Effect.sleep("1 millis")
+                if (!before.equals(bytes)) overwritten++
+                hash.update(bytes)
+              }),
+            ),
+          )
+          // numbered lines: a lost, repeated or reordered read changes the hash
+          const writer = yield* sh(`seq 1 2000000 > ${set.stdout}`)
+          assert.strictEqual(yield* writer.exit, 0)
+          yield* Fiber.join(copied)
+          const expected = Crypto.createHash("sha256")
+          expected.update(`${Array.from({ length: 2000000 }, (_, i) => i + 1).join("\n")}\n`)
+          assert.strictEqual(hash.digest("hex"), expected.digest("hex"))
+          assert.strictEqual(overwritten, 0, "a lent read changed before its write completed")
+          assert.isAbove(writes, 100)
+          assert.isAtMost(buffers.size, 2, `${buffers.size} buffers for ${writes} reads`)
+        }).pipe(Effect.provide(live)),
+    )
+
+    it.scopedLive(
+      "copyStdout: what was read before the copy comes first; a second copy at once is InvalidParameter",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: false })
+          const dio = yield* io.open(set)
+          const fifo = yield* fifoWriter(set.stdout)
+          fifo.write("first ")
+          // let the reader queue it
+          yield* Effect.sleep("50 millis")
+          const out = textWriter()
+          const copied = yield* Effect.fork(dio.copyStdout(out.write))
+          yield* Effect.yieldNow()
+          const second = yield* Effect.flip(dio.copyStdout(() => Effect.void))
+          assert.strictEqual(second._tag, "InvalidParameter")
+          assert.include(second.message, "one reader per output")
+          fifo.write("second")
+          fifo.close()
+          yield* Fiber.join(copied)
+          assert.strictEqual(out.text(), "first second")
+          // stderr copies the same way; it ends at EOF without bytes
+          const writer = yield* sh(`: > ${set.stderr}`)
+          yield* writer.exit
+          const err = textWriter()
+          yield* dio.copyStderr!(err.write)
+          assert.strictEqual(err.text(), "")
+        }).pipe(Effect.provide(live)),
+    )
+
+    it.scopedLive(
+      "copyStdout: a failed write ends the copy with its error; an interrupted one too; the stream gets the rest",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+          const dio = yield* io.open(set)
+          const fifo = yield* fifoWriter(set.stdout)
+          fifo.write("abc")
+          const failed = yield* Effect.flip(dio.copyStdout(() => Effect.fail("disk full" as const)))
+          assert.strictEqual(failed, "disk full")
+          // the next copy gets the read the failed one did not write; interrupted mid-write, it leaves it again
+          const inWrite = yield* Deferred.make<string>()
+          const stuck = yield* Effect.fork(
+            dio.copyStdout((bytes) =>
+              Effect.zipRight(Deferred.succeed(inWrite, Buffer.from(bytes).toString()), Effect.never),
+            ),
+          )
+          assert.strictEqual(yield* Deferred.await(inWrite).pipe(Effect.timeout("5 seconds")), "abc")
+          yield* Fiber.interrupt(stuck)
+          fifo.write("def")
+          fifo.close()
+          assert.strictEqual(yield* text(dio.stdout), "abcdef")
         }).pipe(Effect.provide(live)),
     )
 
@@ -773,6 +897,50 @@ describe("ProcessIOMemory", () => {
       assert.strictEqual(yield* text(dio.stdout), "")
       assert.strictEqual(yield* text(dio.stderr!), "")
     }).pipe(Effect.provide(memory)),
+  )
+
+  it.scopedLive(
+    "copyStdout: queued chunks first, then each write as it comes; one copy at a time; a stopped copy leaves the rest",
+    () =>
+      Effect.gen(function* () {
+        const io = yield* ProcessIO
+        const shim = yield* ProcessIOMemory.ProcessIOMemory
+        const set = yield* io.create({ bundleDir: bundle, processId: "init", stdin: false, terminal: false })
+        const side = yield* shim.processSide({ stdout: set.stdout, stderr: set.stderr! })
+        const dio = yield* io.open(set)
+        yield* side.stdout.write(Buffer.from("queued "))
+        // the first copy writes what was queued, then gets stuck on the next chunk, taken from the queue later
+        const first = textWriter()
+        const wroteQueued = yield* Deferred.make<void>()
+        const inWrite = yield* Deferred.make<string>()
+        const stuck = yield* Effect.fork(
+          dio.copyStdout((bytes) =>
+            first.text() === ""
+              ? Effect.zipRight(first.write(bytes), Deferred.succeed(wroteQueued, undefined))
+              : Effect.zipRight(Deferred.succeed(inWrite, Buffer.from(bytes).toString()), Effect.never),
+          ),
+        )
+        yield* Deferred.await(wroteQueued).pipe(Effect.timeout("5 seconds"))
+        yield* side.stdout.write(Buffer.from("held "))
+        assert.strictEqual(yield* Deferred.await(inWrite).pipe(Effect.timeout("5 seconds")), "held ")
+        assert.strictEqual(first.text(), "queued ")
+        const second = yield* Effect.flip(dio.copyStdout(() => Effect.void))
+        assert.strictEqual(second._tag, "InvalidParameter")
+        yield* Fiber.interrupt(stuck)
+        const failed = yield* Effect.flip(dio.copyStdout(() => Effect.fail("disk full" as const)))
+        assert.strictEqual(failed, "disk full")
+        const out = textWriter()
+        const copied = yield* Effect.fork(dio.copyStdout(out.write))
+        yield* side.stdout.write(Buffer.from("then "))
+        yield* side.stdout.write(Buffer.from("more"))
+        yield* side.stderr!.write(Buffer.from("oops"))
+        yield* side.exit
+        yield* Fiber.join(copied)
+        assert.strictEqual(out.text(), "held then more")
+        const err = textWriter()
+        yield* dio.copyStderr!(err.write)
+        assert.strictEqual(err.text(), "oops")
+      }).pipe(Effect.provide(memory)),
   )
 
   it.scopedLive("drain bound: stdout held open after markExited ends after the bound", () =>

@@ -20,7 +20,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import { type ContainerdError, System } from "../errors/ContainerdError.js"
+import { type ContainerdError, InvalidParameter, System } from "../errors/ContainerdError.js"
 import type { DirectIO, FifoSet, Stdin } from "../services/ProcessIO.js"
 
 // ---------------------------------------------------------------------------
@@ -157,6 +157,34 @@ export class ChunkQueue {
     return this.done
   }
 
+  /** Whether the queued bytes reached the capacity (the producer should pause). */
+  get full(): boolean {
+    return this.bytes >= this.capacity
+  }
+
+  /** The error the queue ended with, if it failed. */
+  get error(): ContainerdError | undefined {
+    return this.failure
+  }
+
+  /** Puts chunks back in front of the queue, in order: what a reader took and did not get to use. */
+  requeue(chunks: ReadonlyArray<Uint8Array>): void {
+    if (chunks.length === 0) return
+    this.chunks = [...chunks, ...this.chunks]
+    for (const chunk of chunks) this.bytes += chunk.length
+    this.wake()
+  }
+
+  /** Every queued chunk, at once and without waiting (possibly none). */
+  takeAll(): Array<Uint8Array> {
+    const out = this.chunks
+    if (out.length === 0) return out
+    this.chunks = []
+    this.bytes = 0
+    this.space()
+    return out
+  }
+
   /** Queues a chunk (dropped after the end, or while discarding); false when the producer should pause. */
   push(chunk: Uint8Array): boolean {
     if (this.done || this.discarding) return true
@@ -285,6 +313,44 @@ export interface OutputEnd {
   readonly destroy: (done: () => void) => void
   /** From now on drops what is read instead of queueing it: for a process whose output nobody consumes. */
   readonly discard: () => void
+  /** Hands every read to `write`, reading on once its effect completed (`DirectIO.copyStdout`); one copy at a time. */
+  readonly copy: <E, R>(write: Write<E, R>) => Effect.Effect<void, E | ContainerdError, R>
+}
+
+/** Where a copy hands each read: the bytes are lent until the returned effect completes. */
+export type Write<E, R> = (bytes: Uint8Array) => Effect.Effect<void, E, R>
+
+/**
+ * The copy loop shared by both layers. `first` are chunks the end had queued (owned) when the copy began; `next`
+ * gives the read in hand, waiting for one (`undefined` at the end), and `written` tells the source that read was
+ * written: it drops it and may read again. On failure or interruption, `leave` gets the rest of `first`; the source
+ * still has its read in hand, and keeps both for the next reader.
+ */
+export const copyLoop = <E, R>(
+  first: Array<Uint8Array>,
+  next: Effect.Effect<Uint8Array | undefined, ContainerdError>,
+  written: () => void,
+  leave: (unwritten: Array<Uint8Array>) => void,
+  write: Write<E, R>,
+): Effect.Effect<void, E | ContainerdError, R> => {
+  let queued = 0
+  // a write and the note that it is done, with no interruption between them: nothing is kept twice or lost
+  const writeThen = (bytes: Uint8Array, done: () => void) =>
+    Effect.uninterruptibleMask((restore) => Effect.zipRight(restore(write(bytes)), Effect.sync(done)))
+  const queuedWritten = () => {
+    queued += 1
+  }
+  const fromQueue: Effect.Effect<void, E, R> = Effect.suspend(() =>
+    queued < first.length
+      ? Effect.zipRight(writeThen(first[queued]!, queuedWritten), fromQueue)
+      : Effect.void,
+  )
+  const reads: Effect.Effect<void, E | ContainerdError, R> = Effect.flatMap(next, (bytes) =>
+    bytes === undefined ? Effect.void : Effect.zipRight(writeThen(bytes, written), reads),
+  )
+  return Effect.zipRight(fromQueue, reads).pipe(
+    Effect.onExit((exit) => Effect.sync(() => leave(Exit.isSuccess(exit) ? [] : first.slice(queued)))),
+  )
 }
 
 /** Closes an end and waits until its fd is released. */
@@ -335,42 +401,226 @@ const closedSignal = (socket: Net.Socket): Deferred.Deferred<void> => {
 }
 
 /**
+ * `OutputEnd.copy` over a queue of owned chunks (the in-memory layer): each chunk is written as it is taken, and
+ * what a copy that stopped early took but did not write goes back to the front of the queue.
+ */
+export const queueCopy = (queue: ChunkQueue, name: string) => {
+  let copying = false
+  // chunks taken from the queue and not written yet; the first is the read in hand
+  let taken: Array<Uint8Array> = []
+  const next: Effect.Effect<Uint8Array | undefined, ContainerdError> = Effect.suspend(() =>
+    taken.length > 0
+      ? Effect.succeed(taken[0])
+      : Effect.matchEffect(queue.take, {
+          onFailure: (end) => (Option.isNone(end) ? Effect.succeed(undefined) : Effect.fail(end.value)),
+          onSuccess: (chunks) => {
+            taken = Chunk.toArray(chunks)
+            return next
+          },
+        }),
+  )
+  const written = () => {
+    taken.shift()
+  }
+  const leave = (unwritten: Array<Uint8Array>) => {
+    copying = false
+    queue.requeue([...unwritten, ...taken])
+    taken = []
+  }
+  return <E, R>(write: Write<E, R>): Effect.Effect<void, E | ContainerdError, R> =>
+    Effect.suspend(() => {
+      if (copying) {
+        return Effect.fail(
+          new InvalidParameter({ message: `${name}: another copy is reading it; one reader per output` }),
+        )
+      }
+      copying = true
+      return copyLoop(queue.takeAll(), next, written, leave, write)
+    })
+}
+
+/** `net.Socket`'s constructor takes `onread` too (Node's docs list it there); @types/node has it on connect only. */
+interface ReaderOptions extends Net.SocketConstructorOpts {
+  readonly onread: Net.OnReadOpts
+}
+
+/** Bytes one read asks for: what libuv asks for a stream by default. */
+const readSize = 64 * 1024
+
+/**
+ * The reading side of one output FIFO. Reads go through `net.Socket`'s `onread` into a buffer the reader owns.
+ * Queueing (the `stdout` stream), a read of at least half the buffer is handed over as is and the next read gets
+ * a new buffer; a smaller one is copied out and the buffer reused. Copying (`copy`), every read lands in the same
+ * buffer, is lent to the writer, and reading stops until the writer is done with it. Discarding, every read lands
+ * in the same buffer and is dropped.
+ */
+class FifoReader {
+  readonly queue: ChunkQueue
+  readonly ended = new Notice()
+  readonly closed = new Notice()
+  private mode: "queue" | "copy" | "discard" = "queue"
+  private buffer: Uint8Array | undefined
+  private paused = false
+  private lent: Uint8Array | undefined
+  private waiter: (() => void) | undefined
+  private copying = false
+  socket!: Net.Socket
+
+  constructor(
+    private readonly path: string,
+    capacity: number,
+  ) {
+    this.queue = new ChunkQueue(capacity, () => this.resume())
+  }
+
+  /** The buffer the next read lands in (`onread.buffer`). */
+  readonly nextBuffer = (): Uint8Array => {
+    if (this.buffer === undefined) this.buffer = Buffer.allocUnsafe(readSize)
+    return this.buffer
+  }
+
+  /** One read of `nread` bytes into `buffer` (`onread.callback`); false stops reading until `resume`. */
+  readonly onRead = (nread: number, buffer: Uint8Array): boolean => {
+    switch (this.mode) {
+      case "discard":
+        return true
+      case "copy":
+        this.lent = buffer.subarray(0, nread)
+        this.paused = true
+        this.wakeCopy()
+        return false
+      case "queue": {
+        let chunk: Uint8Array
+        if (nread * 2 >= buffer.length) {
+          chunk = buffer.subarray(0, nread)
+          this.buffer = undefined
+        } else {
+          chunk = Buffer.from(buffer.subarray(0, nread))
+        }
+        if (this.queue.push(chunk)) return true
+        this.paused = true
+        return false
+      }
+    }
+  }
+
+  /** Reads again after a pause, unless the queue is full or the socket gone. */
+  resume(): void {
+    if (!this.paused || this.socket.destroyed || this.lent !== undefined) return
+    if (this.mode === "queue" && this.queue.full) return
+    this.paused = false
+    this.socket.resume()
+  }
+
+  /** The end of the reads (EOF, close or a read error). */
+  end(failure?: ContainerdError): void {
+    this.queue.end(failure)
+    this.ended.fire()
+    this.wakeCopy()
+  }
+
+  discard(): void {
+    this.mode = "discard"
+    this.queue.discard()
+    this.resume()
+  }
+
+  private wakeCopy(): void {
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.()
+  }
+
+  /** The next lent read; `undefined` at the end. */
+  private readonly next: Effect.Effect<Uint8Array | undefined, ContainerdError> = Effect.suspend(() => {
+    if (this.lent !== undefined) return Effect.succeed(this.lent)
+    if (this.queue.ended) {
+      const failure = this.queue.error
+      return failure === undefined ? Effect.succeed(undefined) : Effect.fail(failure)
+    }
+    return Effect.async<Uint8Array | undefined, ContainerdError>((resume) => {
+      this.waiter = () => resume(this.next)
+      return Effect.sync(() => {
+        this.waiter = undefined
+      })
+    })
+  })
+
+  private readonly written = (): void => {
+    this.lent = undefined
+    this.resume()
+  }
+
+  private readonly leave = (unwritten: Array<Uint8Array>): void => {
+    this.copying = false
+    if (this.mode === "copy") this.mode = "queue"
+    // the read in hand lives in the reader's buffer: what stays is a copy of it
+    if (this.lent !== undefined) unwritten.push(Buffer.from(this.lent))
+    this.lent = undefined
+    if (this.mode === "queue") this.queue.requeue(unwritten)
+    this.resume()
+  }
+
+  copy<E, R>(write: Write<E, R>): Effect.Effect<void, E | ContainerdError, R> {
+    return Effect.suspend(() => {
+      if (this.copying) {
+        return Effect.fail(
+          new InvalidParameter({
+            message: `${this.path}: another copy is reading it; one reader per output`,
+          }),
+        )
+      }
+      this.copying = true
+      if (this.mode === "queue") this.mode = "copy"
+      // what was queued before the copy began goes first
+      return copyLoop(this.queue.takeAll(), this.next, this.written, this.leave, write)
+    })
+  }
+}
+
+/**
  * Opens a read end `O_RDONLY|O_NONBLOCK` (returns at once, parks no thread) as a `net.Socket`: epoll reports
- * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. Chunks move
- * as the Buffers libuv read; the socket is paused while `capacity` bytes wait for the consumer.
+ * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. Reading stops
+ * while `capacity` bytes wait for the consumer (see `FifoReader` for where reads land).
  */
 export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
-  Effect.map(openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, true), (socket) => {
-    const ended = new Notice()
-    const closed = new Notice()
-    const queue = new ChunkQueue(capacity, () => {
-      if (socket.isPaused() && !socket.destroyed) socket.resume()
-    })
-    socket.on("data", (chunk: Buffer) => {
-      if (!queue.push(chunk)) socket.pause()
-    })
-    socket.once("end", () => {
-      queue.end()
-      ended.fire()
-    })
-    socket.on("error", (cause) => queue.end(fsError("read", path, cause)))
+  Effect.suspend(() => {
+    let fd: number
+    try {
+      fd = openFifoFd(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK)
+    } catch (cause) {
+      return Effect.fail(fsError("open", path, cause))
+    }
+    const reader = new FifoReader(path, capacity)
+    try {
+      const options: ReaderOptions = {
+        fd,
+        readable: true,
+        writable: false,
+        onread: { buffer: reader.nextBuffer, callback: reader.onRead },
+      }
+      reader.socket = new Net.Socket(options)
+    } catch (cause) {
+      Fs.closeSync(fd)
+      return Effect.fail(fsError("open", path, cause))
+    }
+    const socket = reader.socket
+    socket.once("end", () => reader.end())
+    socket.on("error", (cause) => reader.end(fsError("read", path, cause)))
     socket.once("close", () => {
-      queue.end()
-      ended.fire()
-      closed.fire()
+      reader.end()
+      reader.closed.fire()
     })
-    return {
-      take: queue.take,
-      ended,
+    return Effect.succeed<OutputEnd>({
+      take: reader.queue.take,
+      ended: reader.ended,
       destroy: (done) => {
-        closed.on(done)
+        reader.closed.on(done)
         socket.destroy()
       },
-      discard: () => {
-        queue.discard()
-        if (socket.isPaused() && !socket.destroyed) socket.resume()
-      },
-    }
+      discard: () => reader.discard(),
+      copy: (write) => reader.copy(write),
+    })
   })
 
 /**
@@ -564,6 +814,7 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
     const io: { -readonly [K in keyof DirectIO]: DirectIO[K] } = {
       set,
       stdout: outputStream(stdout),
+      copyStdout: stdout.copy,
       closeStdin,
       onStdinClose: (h) => Effect.sync(() => Deferred.unsafeDone(hook, Exit.succeed(h))),
       stdinClosed: Deferred.await(stdinCloseDone),
@@ -576,7 +827,10 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       }),
     }
     if (stdinApi !== undefined) io.stdin = stdinApi
-    if (stderr !== undefined) io.stderr = outputStream(stderr)
+    if (stderr !== undefined) {
+      io.stderr = outputStream(stderr)
+      io.copyStderr = stderr.copy
+    }
     return io
   })
 

@@ -32,6 +32,7 @@ import {
   durationOption,
   type InputEnd,
   closeEnd,
+  queueCopy,
   makeDirectIO,
   Notice,
   type OutputEnd,
@@ -124,7 +125,10 @@ class OutPipe {
   private writerClosed = false
   private removed = false
 
-  constructor(private readonly capacity: number) {}
+  constructor(
+    private readonly capacity: number,
+    private readonly path: string,
+  ) {}
 
   readonly write = (chunk: Uint8Array): Effect.Effect<void> =>
     Effect.suspend((): Effect.Effect<void> => {
@@ -166,6 +170,7 @@ class OutPipe {
         done()
       },
       discard: () => reader.queue.discard(),
+      copy: queueCopy(reader.queue, this.path),
     }
   }
 }
@@ -262,9 +267,9 @@ export const make = (
   const makeSet = (set: FifoSet): MemorySet => {
     const existing = lookup(set.stdout)
     const stdin = set.stdin === undefined ? undefined : (lookup(set.stdin)?.stdin ?? new InPipe(capacity))
-    const stdout = existing?.stdout ?? new OutPipe(capacity)
+    const stdout = existing?.stdout ?? new OutPipe(capacity, set.stdout)
     const stderr =
-      set.stderr === undefined ? undefined : (lookup(set.stderr)?.stderr ?? new OutPipe(capacity))
+      set.stderr === undefined ? undefined : (lookup(set.stderr)?.stderr ?? new OutPipe(capacity, set.stderr))
     const opened = existing?.opened ?? signal()
     const side: ProcessSide = {
       set,

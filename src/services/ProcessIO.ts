@@ -105,6 +105,22 @@ export interface DirectIO {
   /** The process's stderr (absent with a terminal), like `stdout`. */
   readonly stderr?: Stream.Stream<Uint8Array, ContainerdError>
   /**
+   * Copies stdout to `write` the way `cat` or Go's `io.Copy` do: reads land in one buffer the reader reuses, and
+   * the next read waits until the effect `write` returned has completed. The bytes are lent — valid only until
+   * then, so copy what you keep. For bulk output this is faster than `stdout`, which allocates a buffer per read.
+   * What was read before the copy began comes first. Completes at EOF (or at the drain bound, or when the IO is
+   * closed); fails with `write`'s error or a read error. One reader per output: use it instead of `stdout`, not
+   * beside it; a second copy while one runs fails with InvalidParameter. A copy that fails or is interrupted
+   * leaves what it read and did not write for the next reader (the stream or another copy).
+   */
+  readonly copyStdout: <E = never, R = never>(
+    write: (bytes: Uint8Array) => Effect.Effect<void, E, R>,
+  ) => Effect.Effect<void, E | ContainerdError, R>
+  /** Copies stderr (absent with a terminal), like `copyStdout`. */
+  readonly copyStderr?: <E = never, R = never>(
+    write: (bytes: Uint8Array) => Effect.Effect<void, E, R>,
+  ) => Effect.Effect<void, E | ContainerdError, R>
+  /**
    * Flushes and closes the client's stdin writer, then has the `onStdinClose` hook (`CloseIO`) run exactly once as soon
    * as the process exists. After `processCreated` it waits for the hook and fails with the hook's error; before, it
    * returns at once and the hook runs when `processCreated` comes (its result is `stdinClosed`). A no-op without stdin.
