@@ -384,6 +384,55 @@ describe("ProcessIO (real daemon)", () => {
     )
 
     it.effect(
+      "copyStdout: 256 MiB of a known pattern arrive intact through lent reads, with a write that yields",
+      () =>
+        withContainers("lent")(
+          Effect.gen(function* () {
+            const total = 256 * 1024 * 1024
+            const line = "fedcba9876543210\n"
+            const block = Buffer.from(line.repeat(Math.floor(65536 / line.length)))
+            const expected = Crypto.createHash("sha256")
+            for (let left = total; left > 0; left -= block.length) {
+              expected.update(left >= block.length ? block : block.subarray(0, left))
+            }
+            const client = yield* Libcontainerd
+            const received = yield* Deferred.make<{ bytes: number; digest: string }, ContainerdError>()
+            const attach: AttachStdio = (io) =>
+              Effect.gen(function* () {
+                const hash = Crypto.createHash("sha256")
+                let bytes = 0
+                let writes = 0
+                yield* Effect.forkScoped(
+                  io
+                    .copyStdout((chunk) =>
+                      Effect.gen(function* () {
+                        // an asynchronous writer now and then: the lent bytes must hold still meanwhile
+                        if (++writes % 8 === 0) yield* Effect.yieldNow()
+                        hash.update(chunk)
+                        bytes += chunk.length
+                      }),
+                    )
+                    .pipe(
+                      Effect.map(() => ({ bytes, digest: hash.digest("hex") })),
+                      Effect.exit,
+                      Effect.flatMap((exit) => Deferred.done(received, exit)),
+                    ),
+                )
+                if (io.copyStderr !== undefined)
+                  yield* Effect.forkScoped(Effect.ignore(io.copyStderr(() => Effect.void)))
+              })
+            yield* client.create("lent", spec("lent", ["sh", "-c", `yes ${line.trim()} | head -c ${total}`]))
+            yield* client.start("lent", { attachStdio: attach })
+            const got = yield* Deferred.await(received)
+            assert.strictEqual(got.bytes, total)
+            assert.strictEqual(got.digest, expected.digest("hex"))
+            assert.strictEqual((yield* exitOf("lent")).exitStatus, 0)
+          }),
+        ),
+      120_000,
+    )
+
+    it.effect(
       "64 containers with attached stdio start while readFile keeps its usual latency",
       () => {
         const ids = Array.from({ length: 64 }, (_, i) => `many-${i}`)
