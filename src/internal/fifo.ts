@@ -378,7 +378,17 @@ const openFifoFd = (path: string, flags: number): number => {
   return fd
 }
 
-const openSocket = (path: string, flags: number, readable: boolean): Effect.Effect<Net.Socket, System> =>
+/** `net.Socket`'s constructor takes `onread` as `connect` does; @types/node declares it for `connect` only. */
+interface SocketOptions extends Net.SocketConstructorOpts {
+  readonly onread?: Net.OnReadOpts
+}
+
+/** Opens the FIFO at `path` with `flags` as a socket made with `options(fd)`; the fd is closed if that fails. */
+const openSocket = (
+  path: string,
+  flags: number,
+  options: (fd: number) => SocketOptions,
+): Effect.Effect<Net.Socket, System> =>
   Effect.suspend(() => {
     let fd: number
     try {
@@ -387,7 +397,7 @@ const openSocket = (path: string, flags: number, readable: boolean): Effect.Effe
       return Effect.fail(fsError("open", path, cause))
     }
     try {
-      return Effect.succeed(new Net.Socket({ fd, readable, writable: !readable }))
+      return Effect.succeed(new Net.Socket(options(fd)))
     } catch (cause) {
       Fs.closeSync(fd)
       return Effect.fail(fsError("open", path, cause))
@@ -437,11 +447,6 @@ export const queueCopy = (queue: ChunkQueue, name: string) => {
       copying = true
       return copyLoop(queue.takeAll(), next, written, leave, write)
     })
-}
-
-/** `net.Socket`'s constructor takes `onread` too (Node's docs list it there); @types/node has it on connect only. */
-interface ReaderOptions extends Net.SocketConstructorOpts {
-  readonly onread: Net.OnReadOpts
 }
 
 /** Bytes one read asks for: what libuv asks for a stream by default. */
@@ -585,42 +590,35 @@ class FifoReader {
  */
 export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
   Effect.suspend(() => {
-    let fd: number
-    try {
-      fd = openFifoFd(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK)
-    } catch (cause) {
-      return Effect.fail(fsError("open", path, cause))
-    }
     const reader = new FifoReader(path, capacity)
-    try {
-      const options: ReaderOptions = {
-        fd,
-        readable: true,
-        writable: false,
-        onread: { buffer: reader.nextBuffer, callback: reader.onRead },
-      }
-      reader.socket = new Net.Socket(options)
-    } catch (cause) {
-      Fs.closeSync(fd)
-      return Effect.fail(fsError("open", path, cause))
-    }
-    const socket = reader.socket
-    socket.once("end", () => reader.end())
-    socket.on("error", (cause) => reader.end(fsError("read", path, cause)))
-    socket.once("close", () => {
-      reader.end()
-      reader.closed.fire()
+    const options = (fd: number): SocketOptions => ({
+      fd,
+      readable: true,
+      writable: false,
+      onread: { buffer: reader.nextBuffer, callback: reader.onRead },
     })
-    return Effect.succeed<OutputEnd>({
-      take: reader.queue.take,
-      ended: reader.ended,
-      destroy: (done) => {
-        reader.closed.on(done)
-        socket.destroy()
+    return Effect.map(
+      openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, options),
+      (socket) => {
+        reader.socket = socket
+        socket.once("end", () => reader.end())
+        socket.on("error", (cause) => reader.end(fsError("read", path, cause)))
+        socket.once("close", () => {
+          reader.end()
+          reader.closed.fire()
+        })
+        return {
+          take: reader.queue.take,
+          ended: reader.ended,
+          destroy: (done) => {
+            reader.closed.on(done)
+            socket.destroy()
+          },
+          discard: () => reader.discard(),
+          copy: (write) => reader.copy(write),
+        }
       },
-      discard: () => reader.discard(),
-      copy: (write) => reader.copy(write),
-    })
+    )
   })
 
 /**
@@ -628,47 +626,54 @@ export const openReader = (path: string, capacity: number): Effect.Effect<Output
  * `write` resolves once the socket took the chunk, or after `drain` when its buffer is over the bound.
  */
 export const openWriter = (path: string): Effect.Effect<InputEnd, System> =>
-  Effect.map(openSocket(path, Fs.constants.O_RDWR | Fs.constants.O_NONBLOCK, false), (socket) => {
-    const closed = closedSignal(socket)
-    let failure: System | undefined
-    socket.on("error", (cause) => {
-      failure ??= fsError("write", path, cause)
-    })
-    const closedError = () => failure ?? new System({ message: `write ${path}: stdin is closed` })
-    const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
-      Effect.async<void, ContainerdError>((resume) => {
-        if (socket.destroyed || socket.writableEnded) return resume(Effect.fail(closedError()))
-        if (chunk.length === 0 || socket.write(chunk)) return resume(Effect.void)
-        const onDrain = () => {
-          cleanup()
-          resume(Effect.void)
-        }
-        const onClose = () => {
-          cleanup()
-          resume(Effect.fail(closedError()))
-        }
-        const cleanup = () => {
-          socket.off("drain", onDrain)
-          socket.off("close", onClose)
-        }
-        socket.on("drain", onDrain)
-        socket.on("close", onClose)
-        return Effect.sync(cleanup)
+  Effect.map(
+    openSocket(path, Fs.constants.O_RDWR | Fs.constants.O_NONBLOCK, (fd) => ({
+      fd,
+      readable: false,
+      writable: true,
+    })),
+    (socket) => {
+      const closed = closedSignal(socket)
+      let failure: System | undefined
+      socket.on("error", (cause) => {
+        failure ??= fsError("write", path, cause)
       })
-    return {
-      write,
-      end: Effect.zipRight(
-        Effect.sync(() => {
-          if (!socket.destroyed) socket.end()
-        }),
-        Deferred.await(closed),
-      ),
-      close: Effect.zipRight(
-        Effect.sync(() => socket.destroy()),
-        Deferred.await(closed),
-      ),
-    }
-  })
+      const closedError = () => failure ?? new System({ message: `write ${path}: stdin is closed` })
+      const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
+        Effect.async<void, ContainerdError>((resume) => {
+          if (socket.destroyed || socket.writableEnded) return resume(Effect.fail(closedError()))
+          if (chunk.length === 0 || socket.write(chunk)) return resume(Effect.void)
+          const onDrain = () => {
+            cleanup()
+            resume(Effect.void)
+          }
+          const onClose = () => {
+            cleanup()
+            resume(Effect.fail(closedError()))
+          }
+          const cleanup = () => {
+            socket.off("drain", onDrain)
+            socket.off("close", onClose)
+          }
+          socket.on("drain", onDrain)
+          socket.on("close", onClose)
+          return Effect.sync(cleanup)
+        })
+      return {
+        write,
+        end: Effect.zipRight(
+          Effect.sync(() => {
+            if (!socket.destroyed) socket.end()
+          }),
+          Deferred.await(closed),
+        ),
+        close: Effect.zipRight(
+          Effect.sync(() => socket.destroy()),
+          Deferred.await(closed),
+        ),
+      }
+    },
+  )
 
 // ---------------------------------------------------------------------------
 // the DirectIO state machine, the same for every layer
