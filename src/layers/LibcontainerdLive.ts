@@ -17,6 +17,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -24,6 +25,7 @@ import * as PubSub from "effect/PubSub"
 import type * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Supervisor from "effect/Supervisor"
 import type { EventInfo, EventType, ProcessedEvent } from "../domain/Event.js"
 import { initProcessName } from "../domain/Event.js"
 import type { TaskEvent } from "../domain/TaskEvent.js"
@@ -69,6 +71,12 @@ export const reconcileGrace = "250 millis"
 /** The default runtime. */
 export const defaultRuntime = "io.containerd.runc.v2"
 
+/**
+ * How long a process's release waits, once its outputs have ended, for the fibers `attachStdio` forked to finish
+ * (a reader folding the last chunks, completing what it reports through) before the scope's close interrupts them.
+ */
+export const readersGrace = "2 seconds"
+
 /** One process the client tracks: a task's init or an exec. */
 interface ProcessEntry {
   readonly processId: string
@@ -79,6 +87,8 @@ interface ProcessEntry {
   readonly io: DirectIO | undefined
   /** Completed once the exit has been delivered (events) or the process deleted. */
   readonly exited: Deferred.Deferred<void>
+  /** Waits (at most `readersGrace`) for the fibers `attachStdio` forked that still run. */
+  readonly readersDone: Effect.Effect<void>
   /** Set when an exit of this process was queued for the Backend: later exits are duplicates. */
   exitSeen?: boolean
 }
@@ -120,8 +130,27 @@ export const specUser = (spec: Spec.Spec): { readonly uid: number; readonly gid:
 
 const statusOf = (s: string): Status => s.toLowerCase() as Status
 
-/** Without `attachStdio`: the output is read and dropped, so the process never blocks on a full pipe. */
-const noStdio: AttachStdio<never, never> = (io) => io.discardOutput
+/**
+ * Wires a process's IO. Without `attachStdio` the output is read and dropped, so the process never blocks on a
+ * full pipe. With it, the fibers it forks are tracked: the effect returned waits for those still running (at most
+ * `readersGrace`), for the release to run once the outputs have ended.
+ */
+const attach = <E, R>(
+  attachStdio: AttachStdio<E, R> | undefined,
+  io: DirectIO,
+  processId: string,
+): Effect.Effect<Effect.Effect<void>, E, R | Scope.Scope> => {
+  if (attachStdio === undefined) return Effect.as(io.discardOutput, Effect.void)
+  const readers = Supervisor.unsafeTrack()
+  return Effect.as(
+    Effect.supervised(attachStdio(io, processId), readers),
+    Effect.flatMap(readers.value, (running) =>
+      running.length === 0
+        ? Effect.void
+        : Effect.ignore(Effect.timeout(Fiber.awaitAll(running), readersGrace)),
+    ),
+  )
+}
 
 /**
  * The task topics the client does not act on (as the seed, it ignores a task's delete and checkpoint events); its
@@ -253,11 +282,11 @@ export const make = (options: Options) =>
             ...(gid === 0 ? {} : { gid }),
           })
           const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
-          yield* (attachStdio ?? noStdio)(io, processId)
-          return io
+          const readersDone = yield* attach(attachStdio, io, processId)
+          return { io, readersDone }
         }).pipe(ownedBy(scope))
         const exited = yield* Deferred.make<void>()
-        return { scope, io, exited }
+        return { scope, io: io.io, readersDone: io.readersDone, exited }
       })
 
     /**
@@ -271,10 +300,10 @@ export const make = (options: Options) =>
           yield* process.io.awaitDrained
           yield* process.io.processDeleted
         }
+        // the outputs have ended: readers finish with what was queued before the scope's close interrupts them
+        yield* process.readersDone
         yield* gone
         yield* Deferred.succeed(process.exited, undefined)
-        // consumers woken by the outputs' end take it before the scope's close interrupts them
-        yield* Effect.yieldNow()
         yield* Scope.close(process.scope, Exit.void)
       })
 
@@ -728,18 +757,25 @@ export const make = (options: Options) =>
         const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
         const exited = yield* Deferred.make<void>()
         if (record.status === "UNKNOWN" || record.stdout === "") {
-          return { processId, pid: record.pid, scope, io: undefined, exited } satisfies ProcessEntry
+          return {
+            processId,
+            pid: record.pid,
+            scope,
+            io: undefined,
+            readersDone: Effect.void,
+            exited,
+          } satisfies ProcessEntry
         }
-        const io = yield* Effect.gen(function* () {
+        const { io, readersDone } = yield* Effect.gen(function* () {
           const io = yield* processIO.reattach(
             { stdin: record.stdin, stdout: record.stdout, stderr: record.stderr, terminal: record.terminal },
             { onStdinClose: closeStdinHook(containerId, execId) },
           )
           yield* io.processCreated
-          yield* (attachStdio ?? noStdio)(io, processId)
-          return io
+          const readersDone = yield* attach(attachStdio, io, processId)
+          return { io, readersDone }
         }).pipe(ownedBy(scope))
-        return { processId, pid: record.pid, scope, io, exited } satisfies ProcessEntry
+        return { processId, pid: record.pid, scope, io, readersDone, exited } satisfies ProcessEntry
       })
 
     const restoreContainer: Libcontainerd.Service["restore"] = (id, attachStdio) =>

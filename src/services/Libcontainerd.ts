@@ -36,6 +36,9 @@ import type { DirectIO } from "./ProcessIO.js"
  * Wires a process's stdio: the Effect form of the seed's `StdioCallback`.
  * It runs in the process's own Scope, so fibers it forks with
  * `Effect.forkScoped` (readers of stdout, say) end when the process is deleted.
+ * After the exit, once the outputs have ended, the client waits for those
+ * fibers to finish with what was read (at most `readersGrace`, 2 s) before it
+ * closes that Scope, which interrupts the ones still running.
  */
 export type AttachStdio<E = ContainerdError, R = never> = (
   io: DirectIO,
