@@ -68,6 +68,8 @@ export interface ProcessSide {
   readonly set: FifoSet
   /** Completes once a client has opened the set's read ends (what `Tasks.Create` waits for). */
   readonly opened: Effect.Effect<void>
+  /** Whether a client has opened the set's read ends: `opened` completes at once then. */
+  readonly isOpened: () => boolean
   readonly stdout: ProcessOutput
   /** Absent with a terminal: write stderr bytes to `stdout`, as a pty merges them. */
   readonly stderr: ProcessOutput | undefined
@@ -93,6 +95,12 @@ export declare namespace ProcessIOMemory {
       readonly stdout?: string
       readonly stderr?: string
     }) => Effect.Effect<ProcessSide, NotFound>
+    /** `processSide` as a plain call, for a shim already in synchronous code: `undefined` when no set is found. */
+    readonly unsafeProcessSide: (paths: {
+      readonly stdin?: string
+      readonly stdout?: string
+      readonly stderr?: string
+    }) => ProcessSide | undefined
     /** Every in-memory FIFO that exists now. */
     readonly files: Effect.Effect<ReadonlyArray<MemoryFile>>
   }
@@ -116,6 +124,18 @@ const defaultDrainTimeout = Duration.seconds(2)
 
 const signal = (): Deferred.Deferred<void> => Deferred.unsafeMake<void>(FiberId.none)
 const fire = (d: Deferred.Deferred<void>) => Deferred.unsafeDone(d, Exit.void)
+
+/** A signal fired once, whose state can be read without an Effect. */
+class Once {
+  private readonly deferred = signal()
+  fired = false
+  readonly await: Effect.Effect<void> = Deferred.await(this.deferred)
+  fire(): void {
+    if (this.fired) return
+    this.fired = true
+    fire(this.deferred)
+  }
+}
 
 /** A pipe from the process to the client. */
 class OutPipe {
@@ -230,7 +250,7 @@ interface MemorySet {
   readonly stdin: InPipe | undefined
   readonly stdout: OutPipe
   readonly stderr: OutPipe | undefined
-  readonly opened: Deferred.Deferred<void>
+  readonly opened: Once
   readonly side: ProcessSide
 }
 
@@ -265,10 +285,11 @@ export const make = (
     const stdout = existing?.stdout ?? new OutPipe(capacity)
     const stderr =
       set.stderr === undefined ? undefined : (lookup(set.stderr)?.stderr ?? new OutPipe(capacity))
-    const opened = existing?.opened ?? signal()
+    const opened = existing?.opened ?? new Once()
     const side: ProcessSide = {
       set,
-      opened: Deferred.await(opened),
+      opened: opened.await,
+      isOpened: () => opened.fired,
       stdout: { write: stdout.write, close: stdout.closeWriter },
       stderr: stderr === undefined ? undefined : { write: stderr.write, close: stderr.closeWriter },
       stdin: stdin === undefined ? undefined : { read: stdin.read, closeIO: stdin.closeIO },
@@ -302,7 +323,7 @@ export const make = (
               Effect.sync(() => memory.stdin!.attach(set.stdin!)),
               (end) => end.close,
             )
-      fire(memory.opened)
+      memory.opened.fire()
       return yield* makeDirectIO({
         set,
         state,
@@ -340,19 +361,23 @@ export const make = (
       ),
   })
 
+  const unsafeProcessSide: ProcessIOMemory.Service["unsafeProcessSide"] = (paths) => {
+    const found = lookup(paths.stdout) ?? lookup(paths.stdin) ?? lookup(paths.stderr)
+    found?.stdin?.openReader()
+    return found?.side
+  }
+
   const memory = ProcessIOMemory.of({
     processSide: (paths) =>
       Effect.suspend(() => {
-        const found = lookup(paths.stdout) ?? lookup(paths.stdin) ?? lookup(paths.stderr)
-        return found === undefined
+        const side = unsafeProcessSide(paths)
+        return side === undefined
           ? Effect.fail(
               new NotFound({ message: `no FIFO set at ${paths.stdout ?? paths.stdin ?? paths.stderr}` }),
             )
-          : Effect.sync(() => {
-              found.stdin?.openReader()
-              return found.side
-            })
+          : Effect.succeed(side)
       }),
+    unsafeProcessSide,
     files: Effect.sync(() => [...files].map(([path, entry]) => ({ path, uid: entry.uid, gid: entry.gid }))),
   })
 
