@@ -25,13 +25,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { type ContainerdError, NotFound, System } from "../errors/ContainerdError.js"
 import {
   ChunkQueue,
   durationOption,
   type InputEnd,
-  closeEnd,
   makeDirectIO,
   Notice,
   type OutputEnd,
@@ -39,6 +39,7 @@ import {
   type SetState,
 } from "../internal/fifo.js"
 import {
+  type DirectIO,
   type FifoSet,
   fromPaths,
   layout,
@@ -298,61 +299,61 @@ export const make = (
     return { set, stdin, stdout, stderr, opened, side }
   }
 
-  const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
-    Effect.gen(function* () {
+  const openSet = (
+    set: FifoSet,
+    state: SetState,
+    openOptions: OpenOptions | undefined,
+  ): Effect.Effect<DirectIO, ContainerdError, Scope.Scope> =>
+    Effect.suspend(() => {
       const memory = lookup(set.stdout)
-      if (memory === undefined) return yield* Effect.fail(enoent(set.stdout))
+      if (memory === undefined) return Effect.fail(enoent(set.stdout))
       for (const path of setPaths(set)) {
-        if (lookup(path) !== memory) return yield* Effect.fail(enoent(path))
+        if (lookup(path) !== memory) return Effect.fail(enoent(path))
       }
-      const stdout = yield* Effect.acquireRelease(
-        Effect.sync(() => memory.stdout.attach()),
-        closeEnd,
+      // the ends are attached and handed to the DirectIO in one uninterruptible step: its scope closes them all
+      return Effect.uninterruptible(
+        Effect.suspend(() => {
+          const stdout = memory.stdout.attach()
+          const stderr = memory.stderr?.attach()
+          const stdin =
+            memory.stdin === undefined || set.stdin === undefined ? undefined : memory.stdin.attach(set.stdin)
+          memory.opened.fire()
+          return makeDirectIO({
+            set,
+            state,
+            stdin,
+            stdout,
+            stderr,
+            drainTimeout,
+            remove: remove(set),
+            onStdinClose: openOptions?.onStdinClose,
+          })
+        }),
       )
-      const stderr =
-        memory.stderr === undefined
-          ? undefined
-          : yield* Effect.acquireRelease(
-              Effect.sync(() => memory.stderr!.attach()),
-              closeEnd,
-            )
-      const stdin =
-        memory.stdin === undefined || set.stdin === undefined
-          ? undefined
-          : yield* Effect.acquireRelease(
-              Effect.sync(() => memory.stdin!.attach(set.stdin!)),
-              (end) => end.close,
-            )
-      memory.opened.fire()
-      return yield* makeDirectIO({
-        set,
-        state,
-        stdin,
-        stdout,
-        stderr,
-        drainTimeout,
-        remove: remove(set),
-        onStdinClose: openOptions?.onStdinClose,
-      })
     })
 
   const processIO = ProcessIO.of({
     create: (createOptions) =>
-      Effect.gen(function* () {
-        const set = yield* layout(createOptions)
-        const state: SetState = { created: false, deleted: false }
-        yield* Effect.acquireRelease(
-          Effect.sync(() => {
+      Effect.flatMap(layout(createOptions), (set) =>
+        // the files and the finalizer removing them come in one uninterruptible step
+        Effect.uninterruptible(
+          Effect.flatMap(Effect.scope, (scope) => {
+            const state: SetState = { created: false, deleted: false }
             const memory = makeSet(set)
             for (const path of setPaths(set)) {
               files.set(path, { set: memory, ...ownerOf(createOptions.uid, createOptions.gid) })
             }
             states.set(set, state)
+            return Effect.as(
+              Scope.addFinalizer(
+                scope,
+                Effect.suspend(() => (removedOnClose(state) ? remove(set) : Effect.void)),
+              ),
+              set,
+            )
           }),
-          () => (removedOnClose(state) ? remove(set) : Effect.void),
-        )
-        return set
-      }),
+        ),
+      ),
     open: (set, openOptions) =>
       openSet(set, states.get(set) ?? { created: false, deleted: false }, openOptions),
     reattach: (reported, openOptions) =>
