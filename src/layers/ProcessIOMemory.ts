@@ -19,11 +19,8 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -38,6 +35,7 @@ import {
   removedOnClose,
   type SetState,
 } from "../internal/fifo.js"
+import { Signal } from "../internal/memory/signal.js"
 import {
   type DirectIO,
   type FifoSet,
@@ -123,25 +121,10 @@ export interface Options {
 
 const defaultDrainTimeout = Duration.seconds(2)
 
-const signal = (): Deferred.Deferred<void> => Deferred.unsafeMake<void>(FiberId.none)
-const fire = (d: Deferred.Deferred<void>) => Deferred.unsafeDone(d, Exit.void)
-
-/** A signal fired once, whose state can be read without an Effect. */
-class Once {
-  private readonly deferred = signal()
-  fired = false
-  readonly await: Effect.Effect<void> = Deferred.await(this.deferred)
-  fire(): void {
-    if (this.fired) return
-    this.fired = true
-    fire(this.deferred)
-  }
-}
-
 /** A pipe from the process to the client. */
 class OutPipe {
   private reader: { readonly queue: ChunkQueue; readonly ended: Notice } | undefined
-  private attached = signal()
+  private attached = new Signal()
   private writerClosed = false
   private removed = false
 
@@ -151,7 +134,7 @@ class OutPipe {
     Effect.suspend((): Effect.Effect<void> => {
       if (this.removed || this.writerClosed) return Effect.void
       if (this.reader !== undefined) return this.reader.queue.offer(chunk)
-      return Effect.zipRight(Deferred.await(this.attached), this.write(chunk))
+      return Effect.zipRight(this.attached.await, this.write(chunk))
     })
 
   readonly closeWriter: Effect.Effect<void> = Effect.sync(() => {
@@ -164,7 +147,7 @@ class OutPipe {
 
   remove(): void {
     this.removed = true
-    fire(this.attached)
+    this.attached.succeed()
   }
 
   attach(): OutputEnd {
@@ -175,8 +158,8 @@ class OutPipe {
     }
     this.reader = reader
     const attached = this.attached
-    this.attached = signal()
-    fire(attached)
+    this.attached = new Signal()
+    attached.succeed()
     return {
       take: reader.queue.take,
       ended: reader.ended,
@@ -221,12 +204,12 @@ class InPipe {
 
   attach(path: string): InputEnd {
     this.clientWriters += 1
-    const closed = signal()
+    const closed = new Signal()
     let open = true
     const close = Effect.sync(() => {
       if (!open) return
       open = false
-      fire(closed)
+      closed.succeed()
       this.clientWriters -= 1
       // no reader and no other writer: the kernel frees the pipe's buffer
       if (this.clientWriters === 0 && !this.readerOpened) this.queue.clear()
@@ -236,10 +219,11 @@ class InPipe {
     const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
       Effect.suspend(() => {
         if (!open) return Effect.fail(closedError())
-        this.queue.push(chunk)
+        // below the pipe's capacity the write is done; over it, it waits for room or the writer's close
+        if (this.queue.push(chunk)) return Effect.void
         return Effect.raceFirst(
           this.queue.awaitSpace,
-          Effect.zipRight(Deferred.await(closed), Effect.fail(closedError())),
+          Effect.zipRight(closed.await, Effect.fail(closedError())),
         )
       })
     return { write, end: close, close }
@@ -251,7 +235,7 @@ interface MemorySet {
   readonly stdin: InPipe | undefined
   readonly stdout: OutPipe
   readonly stderr: OutPipe | undefined
-  readonly opened: Once
+  readonly opened: Signal
   readonly side: ProcessSide
 }
 
@@ -263,7 +247,10 @@ export const make = (
 ): { readonly processIO: ProcessIO.Service; readonly memory: ProcessIOMemory.Service } => {
   const drainTimeout = durationOption(options.drainTimeout, defaultDrainTimeout)
   const capacity = Math.max(1, options.highWaterMark ?? 64 * 1024)
-  const files = new Map<string, { readonly set: MemorySet; readonly uid?: number; readonly gid?: number }>()
+  const files = new Map<
+    string,
+    { readonly set: MemorySet; readonly uid: number | undefined; readonly gid: number | undefined }
+  >()
   const states = new WeakMap<FifoSet, SetState>()
 
   const lookup = (path: string | undefined): MemorySet | undefined =>
@@ -286,11 +273,11 @@ export const make = (
     const stdout = existing?.stdout ?? new OutPipe(capacity)
     const stderr =
       set.stderr === undefined ? undefined : (lookup(set.stderr)?.stderr ?? new OutPipe(capacity))
-    const opened = existing?.opened ?? new Once()
+    const opened = existing?.opened ?? new Signal()
     const side: ProcessSide = {
       set,
       opened: opened.await,
-      isOpened: () => opened.fired,
+      isOpened: () => opened.isDone,
       stdout: { write: stdout.write, close: stdout.closeWriter },
       stderr: stderr === undefined ? undefined : { write: stderr.write, close: stderr.closeWriter },
       stdin: stdin === undefined ? undefined : { read: stdin.read, closeIO: stdin.closeIO },
@@ -317,7 +304,7 @@ export const make = (
           const stderr = memory.stderr?.attach()
           const stdin =
             memory.stdin === undefined || set.stdin === undefined ? undefined : memory.stdin.attach(set.stdin)
-          memory.opened.fire()
+          memory.opened.succeed()
           return makeDirectIO({
             set,
             state,
@@ -341,7 +328,7 @@ export const make = (
             const state: SetState = { created: false, deleted: false }
             const memory = makeSet(set)
             for (const path of setPaths(set)) {
-              files.set(path, { set: memory, ...ownerOf(createOptions.uid, createOptions.gid) })
+              files.set(path, { set: memory, uid: createOptions.uid, gid: createOptions.gid })
             }
             states.set(set, state)
             return Effect.as(
@@ -384,11 +371,6 @@ export const make = (
 
   return { processIO, memory }
 }
-
-const ownerOf = (uid: number | undefined, gid: number | undefined) => ({
-  ...(uid === undefined ? {} : { uid }),
-  ...(gid === undefined ? {} : { gid }),
-})
 
 /** The in-memory layer: `ProcessIO` and its shim-side handle `ProcessIOMemory`. */
 export const layer = (options?: Options): Layer.Layer<ProcessIO | ProcessIOMemory> =>

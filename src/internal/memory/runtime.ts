@@ -6,7 +6,6 @@
  *
  * @internal
  */
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -30,6 +29,7 @@ import {
 import * as Events from "./events.js"
 import * as Filters from "./filters.js"
 import * as Scripts from "./scripts.js"
+import { Signal } from "./signal.js"
 import {
   alreadyExists,
   argsOf,
@@ -79,8 +79,6 @@ const allButSigkill: ReadonlySet<number> = new Set(
   Array.from({ length: 64 }, (_, i) => i + 1).filter((n) => n !== 9),
 )
 
-const signal = <A, E = never>(): Deferred.Deferred<A, E> => Deferred.unsafeMake<A, E>(FiberId.none)
-
 const toBytes = (data: Uint8Array | string): Uint8Array =>
   typeof data === "string" ? new TextEncoder().encode(data) : data
 
@@ -126,11 +124,17 @@ const newProc = (fields: {
   readonly side: ProcessIOMemory.ProcessSide | undefined
   readonly pid: number
 }): Proc => ({
-  ...fields,
+  // no object spread: V8 builds a literal that spreads `fields` then adds more properties in the slow way
+  execId: fields.execId,
+  args: fields.args,
+  terminal: fields.terminal,
+  paths: fields.paths,
+  side: fields.side,
+  pid: fields.pid,
   state: "CREATED",
   exitStatus: 0,
   exitedAt: undefined,
-  exited: signal<T.ExitStatus>(),
+  exited: new Signal<T.ExitStatus>(),
   fiber: undefined,
   killedWith: undefined,
   ignored: defaultIgnored,
@@ -169,7 +173,7 @@ const firstPath = (paths: Proc["paths"]): string =>
 export const make = (deps: Deps) => {
   const { bus, namespaces, shim } = deps
   let nextPid = deps.firstPid
-  let waitsCut = signal<never, System>()
+  let waitsCut = new Signal<never, System>()
   /** The fibers of running processes: the layer's scope interrupts them when it closes. */
   const running = new Set<Fiber.RuntimeFiber<void>>()
 
@@ -225,13 +229,8 @@ export const make = (deps: Deps) => {
   ): ProcessIOMemory.ProcessSide | undefined | ContainerdError => {
     const first = firstPath(paths)
     if (first === "") return undefined
-    return (
-      shim.unsafeProcessSide({
-        ...(paths.stdin === "" ? {} : { stdin: paths.stdin }),
-        ...(paths.stdout === "" ? {} : { stdout: paths.stdout }),
-        ...(paths.stderr === "" ? {} : { stderr: paths.stderr }),
-      }) ?? failure(first)
-    )
+    // "" is no path: the shim looks each path up, and finds none at ""
+    return shim.unsafeProcessSide(paths) ?? failure(first)
   }
 
   // ---- process lifecycle ----
@@ -295,7 +294,7 @@ export const make = (deps: Deps) => {
             { container_id: task.containerId, id },
           )
         }
-        Deferred.unsafeDone(proc.exited, Exit.succeed({ exitStatus: code, exitedAt }))
+        proc.exited.succeed({ exitStatus: code, exitedAt })
         if (proc.execId === "") {
           thaw(ctx, task)
           for (const exec of task.execs.values()) {
@@ -367,8 +366,8 @@ export const make = (deps: Deps) => {
   const delayed = (ctx: Ctx, task: Task, proc: Proc, totalMillis: number, wakesOnResize: boolean) => {
     if (!wakesOnResize) return runUntil(ctx, task, proc, totalMillis)
     if (proc.ptySize !== undefined) return Effect.void
-    proc.resized ??= signal<void>()
-    return Effect.raceFirst(runUntil(ctx, task, proc, totalMillis), Deferred.await(proc.resized))
+    proc.resized ??= new Signal()
+    return Effect.raceFirst(runUntil(ctx, task, proc, totalMillis), proc.resized.await)
   }
 
   /** What a started process does, as its script says; the result is its exit status. */
@@ -675,7 +674,7 @@ export const make = (deps: Deps) => {
               target: m.target ?? "",
               options: [...m.options],
             })),
-            io: { ...paths, terminal },
+            io: { stdin: paths.stdin, stdout: paths.stdout, stderr: paths.stderr, terminal },
             checkpoint: "",
             pid,
           }),
@@ -858,7 +857,7 @@ export const make = (deps: Deps) => {
         return Effect.gen(function* () {
           // runc deletes a created container by killing it
           if (init.state === "CREATED") yield* finish(ctx, task, init, 137, false)
-          for (const exec of busy()) yield* Deferred.await(exec.exited)
+          for (const exec of busy()) yield* exec.exited.await
           return removeTask(ctx, task)
         }).pipe(Effect.uninterruptible)
       }),
@@ -933,7 +932,7 @@ export const make = (deps: Deps) => {
         if (proc.state === "STOPPED") return Effect.fail(unknown("cannot resize a stopped container"))
         if (proc.terminal) {
           proc.ptySize = { width: input.width, height: input.height }
-          if (proc.resized !== undefined) Deferred.unsafeDone(proc.resized, Exit.void)
+          proc.resized?.succeed()
         }
         return Effect.void
       }),
@@ -992,7 +991,26 @@ export const make = (deps: Deps) => {
       }),
     wait: (ref) =>
       withProc(ref.containerId, ref.execId ?? "", (_, __, proc) =>
-        Effect.raceFirst(Deferred.await(proc.exited), Deferred.await(waitsCut)),
+        proc.exited.isDone
+          ? proc.exited.await
+          : // the exit, or the cut of every pending wait (a disconnect), whichever comes first
+            Effect.async<T.ExitStatus, ContainerdError>((resume) => {
+              let offExit = () => {}
+              let offCut = () => {}
+              const off = () => {
+                offExit()
+                offCut()
+              }
+              offExit = proc.exited.on((result) => {
+                off()
+                resume(result)
+              })
+              offCut = waitsCut.on((result) => {
+                off()
+                resume(result)
+              })
+              return Effect.sync(off)
+            }),
       ),
     metrics: (filters) =>
       withCtx((ctx) => {
@@ -1056,8 +1074,8 @@ export const make = (deps: Deps) => {
     /** Fails every pending `tasks.wait` with UNAVAILABLE "transport is closing". */
     cutWaits: Effect.sync(() => {
       const cut = waitsCut
-      waitsCut = signal<never, System>()
-      Deferred.unsafeDone(cut, Exit.fail(unavailable("transport is closing")))
+      waitsCut = new Signal<never, System>()
+      cut.complete(Exit.fail(unavailable("transport is closing")))
     }),
     /** Interrupts the fibers of running processes (the layer's scope closes): no exit is published. */
     stopProcesses: Effect.suspend(() => Fiber.interruptAll([...running])),

@@ -7,7 +7,6 @@
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import type * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
@@ -15,6 +14,7 @@ import type * as ProcessIOMemory from "../../layers/ProcessIOMemory.js"
 import type * as T from "../../domain/Types.js"
 import { Conflict, GrpcCode, InvalidParameter, NotFound, System } from "../../errors/ContainerdError.js"
 import { currentLease, currentNamespace } from "../../services/Containerd.js"
+import type { Signal } from "./signal.js"
 
 /** A process of a task: its init (`execId` "") or an exec. */
 export interface Proc {
@@ -28,7 +28,7 @@ export interface Proc {
   exitStatus: number
   exitedAt: T.Timestamp | undefined
   /** Completed with the exit once the process has stopped. */
-  readonly exited: Deferred.Deferred<T.ExitStatus>
+  readonly exited: Signal<T.ExitStatus>
   /** The fiber playing the running process's script; interrupted to end it from outside. */
   fiber: Fiber.RuntimeFiber<void> | undefined
   /** The exit status it was ended with from outside (signal, OOM, the handle): the first one wins. */
@@ -41,7 +41,7 @@ export interface Proc {
   /** Set at each resize of its terminal. */
   ptySize: { readonly width: number; readonly height: number } | undefined
   /** Completed at the first resize of its terminal, made when a script waits for one. */
-  resized: Deferred.Deferred<void> | undefined
+  resized: Signal | undefined
   stdinClosed: boolean
   startedAtNanos: bigint
   /** The task's paused time when the process started: what was paused before does not count against it. */
