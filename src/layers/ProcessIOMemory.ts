@@ -18,10 +18,12 @@
  *
  * @since 0.1.0
  */
+import type * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { type ContainerdError, NotFound, System } from "../errors/ContainerdError.js"
@@ -58,6 +60,11 @@ export interface ProcessOutput {
 export interface ProcessInput {
   /** What the client writes; ends once the client closed its writer and `closeIO` came. */
   readonly read: Stream.Stream<Uint8Array>
+  /**
+   * `read` one pull at a time, without a stream: every chunk written since the last pull (waiting for one), or
+   * `None` at the end.
+   */
+  readonly pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>>
   /** What containerd's `CloseIO{stdin: true}` does: the shim closes its write end. */
   readonly closeIO: Effect.Effect<void>
 }
@@ -182,10 +189,13 @@ class InPipe {
   /** Whether the shim has opened its read end (`processSide`): until then the client's writers are the only openers. */
   private readerOpened = false
   readonly read: Stream.Stream<Uint8Array>
+  readonly pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>>
 
   constructor(capacity: number) {
     this.queue = new ChunkQueue(capacity)
-    this.read = Stream.repeatEffectChunkOption(this.queue.take).pipe(Stream.catchAll(() => Stream.empty))
+    // the queue ends without a failure here: every end is the end of input
+    this.pull = Effect.mapError(this.queue.take, () => Option.none())
+    this.read = Stream.repeatEffectChunkOption(this.pull)
   }
 
   readonly closeIO: Effect.Effect<void> = Effect.sync(() => {
@@ -280,7 +290,7 @@ export const make = (
       isOpened: () => opened.isDone,
       stdout: { write: stdout.write, close: stdout.closeWriter },
       stderr: stderr === undefined ? undefined : { write: stderr.write, close: stderr.closeWriter },
-      stdin: stdin === undefined ? undefined : { read: stdin.read, closeIO: stdin.closeIO },
+      stdin: stdin === undefined ? undefined : { read: stdin.read, pull: stdin.pull, closeIO: stdin.closeIO },
       exit: Effect.zipRight(stdout.closeWriter, stderr === undefined ? Effect.void : stderr.closeWriter),
     }
     return { set, stdin, stdout, stderr, opened, side }

@@ -12,7 +12,6 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as Stream from "effect/Stream"
 import { Metrics as CgroupV1Metrics } from "../../../generated/cgroups/v1/metrics.js"
 import * as Spec from "../../domain/Spec.js"
 import type * as T from "../../domain/Types.js"
@@ -392,7 +391,17 @@ export const make = (deps: Deps) => {
       if (script.stdout !== undefined) yield* write(out, script.stdout)
       if (script.stderr !== undefined) yield* write(err, script.stderr)
       if (script.echoStdin === true && side?.stdin !== undefined) {
-        yield* Stream.runForEach(side.stdin.read, (chunk) => write(out, chunk))
+        const { pull } = side.stdin
+        // pulled without a stream: a stream costs hundreds of Effect steps to run, even for one chunk
+        const echo: Effect.Effect<void> = Effect.matchEffect(pull, {
+          onFailure: () => Effect.void,
+          onSuccess: (chunks) =>
+            Effect.zipRight(
+              Effect.forEach(chunks, (chunk) => write(out, chunk), { discard: true }),
+              echo,
+            ),
+        })
+        yield* echo
       }
       if (script.duration !== undefined) {
         yield* runUntil(ctx, task, proc, Duration.toMillis(Duration.decode(script.duration)))
