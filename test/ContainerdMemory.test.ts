@@ -383,6 +383,30 @@ describe("ContainerdMemory", () => {
     }).pipe(Effect.provide(TestLayer)),
   )
 
+  it.scoped("a kill that comes before the process ran ends it with the kill's status", () =>
+    Effect.gen(function* () {
+      const containerd = yield* Containerd
+      // `true` exits 0 as soon as it runs; the SIGKILL comes first, in the same step as the start
+      yield* runTask("quick", ["true"])
+      yield* containerd.tasks.kill({ containerId: "quick", signal: 9 })
+      assert.strictEqual((yield* containerd.tasks.wait({ containerId: "quick" })).exitStatus, 137)
+    }).pipe(Effect.provide(TestLayer)),
+  )
+
+  it.scoped("closing the layer's scope ends its processes without an exit event", () =>
+    Effect.gen(function* () {
+      const memory = yield* Effect.gen(function* () {
+        yield* runTask("web", ["sleep", "60"])
+        // the process's fiber runs, and waits for its 60 seconds
+        yield* Effect.repeatN(Effect.yieldNow(), 10)
+        return yield* ContainerdMemory.ContainerdMemory
+      }).pipe(Effect.provide(TestLayer))
+      const published = topics(yield* memory.published)
+      assert.include(published, "/tasks/start")
+      assert.notInclude(published, "/tasks/exit")
+    }),
+  )
+
   it.scoped("scripted output reaches the client's stdout and stderr streams", () =>
     Effect.gen(function* () {
       const containerd = yield* Containerd

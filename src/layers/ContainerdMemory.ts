@@ -25,7 +25,10 @@
  * Processes are played by scripts (`ContainerdMemory.script`): output
  * (after a delay if asked, made from the process's state when written),
  * exit status, how long they run on Effect's Clock (paused time does not
- * count), OOM, `cat`-like stdin echo, ignored signals. A process's stdio goes
+ * count), OOM, `cat`-like stdin echo, ignored signals. A script starts
+ * running once the caller of `tasks.start` lets other fibers run: a fatal
+ * signal sent before that ends the process with the signal's status, even
+ * one whose script would exit at once. A process's stdio goes
  * through `ProcessIOMemory`: `tasks.create` waits until the client opened the
  * read ends of the FIFO set it names, like the shim does. Built-in commands
  * when no script matches: `cat`, `true`, `false`, `sleep N`, `echo …`,
@@ -203,7 +206,6 @@ export const make = (
   Effect.gen(function* () {
     const namespace = yield* validateIdentifier("namespace", options.namespace ?? "default")
     const shim = yield* ProcessIOMemory.ProcessIOMemory
-    const scope = yield* Effect.scope
     const namespaces = new Namespaces(namespace)
     const bus = new Events.Bus()
     const scripts: Array<Scripts.Entry> = []
@@ -212,11 +214,12 @@ export const make = (
       bus,
       scripts,
       shim,
-      scope,
       firstPid: options.firstPid ?? 10000,
     })
     const store = Content.make(namespaces, bus)
     yield* Effect.addFinalizer(() => Effect.sync(() => bus.disconnect()))
+    // process fibers live in the layer's scope: they end first when it closes
+    yield* Effect.addFinalizer(() => runtime.hooks.stopProcesses)
 
     const containerd: Containerd.Service = {
       namespace,

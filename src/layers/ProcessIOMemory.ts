@@ -18,20 +18,19 @@
  *
  * @since 0.1.0
  */
+import type * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { type ContainerdError, NotFound, System } from "../errors/ContainerdError.js"
 import {
   ChunkQueue,
   durationOption,
   type InputEnd,
-  closeEnd,
   queueCopy,
   makeDirectIO,
   Notice,
@@ -39,7 +38,9 @@ import {
   removedOnClose,
   type SetState,
 } from "../internal/fifo.js"
+import { Signal } from "../internal/memory/signal.js"
 import {
+  type DirectIO,
   type FifoSet,
   fromPaths,
   layout,
@@ -60,6 +61,11 @@ export interface ProcessOutput {
 export interface ProcessInput {
   /** What the client writes; ends once the client closed its writer and `closeIO` came. */
   readonly read: Stream.Stream<Uint8Array>
+  /**
+   * `read` one pull at a time, without a stream: every chunk written since the last pull (waiting for one), or
+   * `None` at the end.
+   */
+  readonly pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>>
   /** What containerd's `CloseIO{stdin: true}` does: the shim closes its write end. */
   readonly closeIO: Effect.Effect<void>
 }
@@ -69,6 +75,8 @@ export interface ProcessSide {
   readonly set: FifoSet
   /** Completes once a client has opened the set's read ends (what `Tasks.Create` waits for). */
   readonly opened: Effect.Effect<void>
+  /** Whether a client has opened the set's read ends: `opened` completes at once then. */
+  readonly isOpened: () => boolean
   readonly stdout: ProcessOutput
   /** Absent with a terminal: write stderr bytes to `stdout`, as a pty merges them. */
   readonly stderr: ProcessOutput | undefined
@@ -94,6 +102,12 @@ export declare namespace ProcessIOMemory {
       readonly stdout?: string
       readonly stderr?: string
     }) => Effect.Effect<ProcessSide, NotFound>
+    /** `processSide` as a plain call, for a shim already in synchronous code: `undefined` when no set is found. */
+    readonly unsafeProcessSide: (paths: {
+      readonly stdin?: string
+      readonly stdout?: string
+      readonly stderr?: string
+    }) => ProcessSide | undefined
     /** Every in-memory FIFO that exists now. */
     readonly files: Effect.Effect<ReadonlyArray<MemoryFile>>
   }
@@ -115,13 +129,10 @@ export interface Options {
 
 const defaultDrainTimeout = Duration.seconds(2)
 
-const signal = (): Deferred.Deferred<void> => Deferred.unsafeMake<void>(FiberId.none)
-const fire = (d: Deferred.Deferred<void>) => Deferred.unsafeDone(d, Exit.void)
-
 /** A pipe from the process to the client. */
 class OutPipe {
   private reader: { readonly queue: ChunkQueue; readonly ended: Notice } | undefined
-  private attached = signal()
+  private attached = new Signal()
   private writerClosed = false
   private removed = false
 
@@ -134,7 +145,7 @@ class OutPipe {
     Effect.suspend((): Effect.Effect<void> => {
       if (this.removed || this.writerClosed) return Effect.void
       if (this.reader !== undefined) return this.reader.queue.offer(chunk)
-      return Effect.zipRight(Deferred.await(this.attached), this.write(chunk))
+      return Effect.zipRight(this.attached.await, this.write(chunk))
     })
 
   readonly closeWriter: Effect.Effect<void> = Effect.sync(() => {
@@ -147,7 +158,7 @@ class OutPipe {
 
   remove(): void {
     this.removed = true
-    fire(this.attached)
+    this.attached.succeed()
   }
 
   attach(): OutputEnd {
@@ -158,8 +169,8 @@ class OutPipe {
     }
     this.reader = reader
     const attached = this.attached
-    this.attached = signal()
-    fire(attached)
+    this.attached = new Signal()
+    attached.succeed()
     return {
       take: reader.queue.take,
       ended: reader.ended,
@@ -183,10 +194,13 @@ class InPipe {
   /** Whether the shim has opened its read end (`processSide`): until then the client's writers are the only openers. */
   private readerOpened = false
   readonly read: Stream.Stream<Uint8Array>
+  readonly pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<never>>
 
   constructor(capacity: number) {
     this.queue = new ChunkQueue(capacity)
-    this.read = Stream.repeatEffectChunkOption(this.queue.take).pipe(Stream.catchAll(() => Stream.empty))
+    // the queue ends without a failure here: every end is the end of input
+    this.pull = Effect.mapError(this.queue.take, () => Option.none())
+    this.read = Stream.repeatEffectChunkOption(this.pull)
   }
 
   readonly closeIO: Effect.Effect<void> = Effect.sync(() => {
@@ -205,12 +219,12 @@ class InPipe {
 
   attach(path: string): InputEnd {
     this.clientWriters += 1
-    const closed = signal()
+    const closed = new Signal()
     let open = true
     const close = Effect.sync(() => {
       if (!open) return
       open = false
-      fire(closed)
+      closed.succeed()
       this.clientWriters -= 1
       // no reader and no other writer: the kernel frees the pipe's buffer
       if (this.clientWriters === 0 && !this.readerOpened) this.queue.clear()
@@ -220,10 +234,11 @@ class InPipe {
     const write = (chunk: Uint8Array): Effect.Effect<void, ContainerdError> =>
       Effect.suspend(() => {
         if (!open) return Effect.fail(closedError())
-        this.queue.push(chunk)
+        // below the pipe's capacity the write is done; over it, it waits for room or the writer's close
+        if (this.queue.push(chunk)) return Effect.void
         return Effect.raceFirst(
           this.queue.awaitSpace,
-          Effect.zipRight(Deferred.await(closed), Effect.fail(closedError())),
+          Effect.zipRight(closed.await, Effect.fail(closedError())),
         )
       })
     return { write, end: close, close }
@@ -235,7 +250,7 @@ interface MemorySet {
   readonly stdin: InPipe | undefined
   readonly stdout: OutPipe
   readonly stderr: OutPipe | undefined
-  readonly opened: Deferred.Deferred<void>
+  readonly opened: Signal
   readonly side: ProcessSide
 }
 
@@ -247,7 +262,10 @@ export const make = (
 ): { readonly processIO: ProcessIO.Service; readonly memory: ProcessIOMemory.Service } => {
   const drainTimeout = durationOption(options.drainTimeout, defaultDrainTimeout)
   const capacity = Math.max(1, options.highWaterMark ?? 64 * 1024)
-  const files = new Map<string, { readonly set: MemorySet; readonly uid?: number; readonly gid?: number }>()
+  const files = new Map<
+    string,
+    { readonly set: MemorySet; readonly uid: number | undefined; readonly gid: number | undefined }
+  >()
   const states = new WeakMap<FifoSet, SetState>()
 
   const lookup = (path: string | undefined): MemorySet | undefined =>
@@ -270,73 +288,74 @@ export const make = (
     const stdout = existing?.stdout ?? new OutPipe(capacity, set.stdout)
     const stderr =
       set.stderr === undefined ? undefined : (lookup(set.stderr)?.stderr ?? new OutPipe(capacity, set.stderr))
-    const opened = existing?.opened ?? signal()
+    const opened = existing?.opened ?? new Signal()
     const side: ProcessSide = {
       set,
-      opened: Deferred.await(opened),
+      opened: opened.await,
+      isOpened: () => opened.isDone,
       stdout: { write: stdout.write, close: stdout.closeWriter },
       stderr: stderr === undefined ? undefined : { write: stderr.write, close: stderr.closeWriter },
-      stdin: stdin === undefined ? undefined : { read: stdin.read, closeIO: stdin.closeIO },
+      stdin: stdin === undefined ? undefined : { read: stdin.read, pull: stdin.pull, closeIO: stdin.closeIO },
       exit: Effect.zipRight(stdout.closeWriter, stderr === undefined ? Effect.void : stderr.closeWriter),
     }
     return { set, stdin, stdout, stderr, opened, side }
   }
 
-  const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
-    Effect.gen(function* () {
+  const openSet = (
+    set: FifoSet,
+    state: SetState,
+    openOptions: OpenOptions | undefined,
+  ): Effect.Effect<DirectIO, ContainerdError, Scope.Scope> =>
+    Effect.suspend(() => {
       const memory = lookup(set.stdout)
-      if (memory === undefined) return yield* Effect.fail(enoent(set.stdout))
+      if (memory === undefined) return Effect.fail(enoent(set.stdout))
       for (const path of setPaths(set)) {
-        if (lookup(path) !== memory) return yield* Effect.fail(enoent(path))
+        if (lookup(path) !== memory) return Effect.fail(enoent(path))
       }
-      const stdout = yield* Effect.acquireRelease(
-        Effect.sync(() => memory.stdout.attach()),
-        closeEnd,
+      // the ends are attached and handed to the DirectIO in one uninterruptible step: its scope closes them all
+      return Effect.uninterruptible(
+        Effect.suspend(() => {
+          const stdout = memory.stdout.attach()
+          const stderr = memory.stderr?.attach()
+          const stdin =
+            memory.stdin === undefined || set.stdin === undefined ? undefined : memory.stdin.attach(set.stdin)
+          memory.opened.succeed()
+          return makeDirectIO({
+            set,
+            state,
+            stdin,
+            stdout,
+            stderr,
+            drainTimeout,
+            remove: remove(set),
+            onStdinClose: openOptions?.onStdinClose,
+          })
+        }),
       )
-      const stderr =
-        memory.stderr === undefined
-          ? undefined
-          : yield* Effect.acquireRelease(
-              Effect.sync(() => memory.stderr!.attach()),
-              closeEnd,
-            )
-      const stdin =
-        memory.stdin === undefined || set.stdin === undefined
-          ? undefined
-          : yield* Effect.acquireRelease(
-              Effect.sync(() => memory.stdin!.attach(set.stdin!)),
-              (end) => end.close,
-            )
-      fire(memory.opened)
-      return yield* makeDirectIO({
-        set,
-        state,
-        stdin,
-        stdout,
-        stderr,
-        drainTimeout,
-        remove: remove(set),
-        onStdinClose: openOptions?.onStdinClose,
-      })
     })
 
   const processIO = ProcessIO.of({
     create: (createOptions) =>
-      Effect.gen(function* () {
-        const set = yield* layout(createOptions)
-        const state: SetState = { created: false, deleted: false }
-        yield* Effect.acquireRelease(
-          Effect.sync(() => {
+      Effect.flatMap(layout(createOptions), (set) =>
+        // the files and the finalizer removing them come in one uninterruptible step
+        Effect.uninterruptible(
+          Effect.flatMap(Effect.scope, (scope) => {
+            const state: SetState = { created: false, deleted: false }
             const memory = makeSet(set)
             for (const path of setPaths(set)) {
-              files.set(path, { set: memory, ...ownerOf(createOptions.uid, createOptions.gid) })
+              files.set(path, { set: memory, uid: createOptions.uid, gid: createOptions.gid })
             }
             states.set(set, state)
+            return Effect.as(
+              Scope.addFinalizer(
+                scope,
+                Effect.suspend(() => (removedOnClose(state) ? remove(set) : Effect.void)),
+              ),
+              set,
+            )
           }),
-          () => (removedOnClose(state) ? remove(set) : Effect.void),
-        )
-        return set
-      }),
+        ),
+      ),
     open: (set, openOptions) =>
       openSet(set, states.get(set) ?? { created: false, deleted: false }, openOptions),
     reattach: (reported, openOptions) =>
@@ -345,29 +364,28 @@ export const make = (
       ),
   })
 
+  const unsafeProcessSide: ProcessIOMemory.Service["unsafeProcessSide"] = (paths) => {
+    const found = lookup(paths.stdout) ?? lookup(paths.stdin) ?? lookup(paths.stderr)
+    found?.stdin?.openReader()
+    return found?.side
+  }
+
   const memory = ProcessIOMemory.of({
     processSide: (paths) =>
       Effect.suspend(() => {
-        const found = lookup(paths.stdout) ?? lookup(paths.stdin) ?? lookup(paths.stderr)
-        return found === undefined
+        const side = unsafeProcessSide(paths)
+        return side === undefined
           ? Effect.fail(
               new NotFound({ message: `no FIFO set at ${paths.stdout ?? paths.stdin ?? paths.stderr}` }),
             )
-          : Effect.sync(() => {
-              found.stdin?.openReader()
-              return found.side
-            })
+          : Effect.succeed(side)
       }),
+    unsafeProcessSide,
     files: Effect.sync(() => [...files].map(([path, entry]) => ({ path, uid: entry.uid, gid: entry.gid }))),
   })
 
   return { processIO, memory }
 }
-
-const ownerOf = (uid: number | undefined, gid: number | undefined) => ({
-  ...(uid === undefined ? {} : { uid }),
-  ...(gid === undefined ? {} : { gid }),
-})
 
 /** The in-memory layer: `ProcessIO` and its shim-side handle `ProcessIOMemory`. */
 export const layer = (options?: Options): Layer.Layer<ProcessIO | ProcessIOMemory> =>

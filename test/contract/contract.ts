@@ -156,11 +156,19 @@ const MiB = 1024 * 1024
 /** How long a case waits for an event or an output before it fails with what it waited for (under the test timeout). */
 const patience = "20 seconds"
 
-/** Waits for `deferred`; fails the case naming `what` when it takes too long. */
+/** Waits for `deferred`; fails the case naming `what` when it takes too long (no timer when it is done already). */
 const awaitOr = <A>(deferred: Deferred.Deferred<A>, what: string) =>
-  Deferred.await(deferred).pipe(
-    Effect.timeoutFail({ duration: patience, onTimeout: () => new Error(`${what}: not within ${patience}`) }),
-    Effect.orDie,
+  Effect.flatMap(
+    Deferred.poll(deferred),
+    Option.getOrElse(() =>
+      Deferred.await(deferred).pipe(
+        Effect.timeoutFail({
+          duration: patience,
+          onTimeout: () => new Error(`${what}: not within ${patience}`),
+        }),
+        Effect.orDie,
+      ),
+    ),
   )
 
 /** What a process wrote, each complete once its stream ended; `stderr` is `undefined` without a stderr stream. */
@@ -211,15 +219,33 @@ const eventsOf = (containerId: string) =>
     ofContainer(containerId),
   )
 
-/** Waits until the container's recorded events satisfy `done`; returns them. */
+/** Waits until the container's recorded events satisfy `done` (no timer when they do already); returns them. */
 const awaitEvents = (containerId: string, what: string, done: (events: ReadonlyArray<Recorded>) => boolean) =>
-  Effect.flatMap(Recorder, (r) => r.waitFor((all) => done(ofContainer(containerId)(all)))).pipe(
-    Effect.map(ofContainer(containerId)),
-    Effect.timeoutFail({
-      duration: patience,
-      onTimeout: () => new Error(`${containerId}: no ${what} within ${patience}`),
+  Effect.flatMap(Recorder, (r) =>
+    Effect.flatMap(r.events, (all) => {
+      const now = ofContainer(containerId)(all)
+      return done(now)
+        ? Effect.succeed(now)
+        : r
+            .waitFor((recorded) => done(ofContainer(containerId)(recorded)))
+            .pipe(
+              Effect.map(ofContainer(containerId)),
+              Effect.timeoutFail({
+                duration: patience,
+                onTimeout: () => new Error(`${containerId}: no ${what} within ${patience}`),
+              }),
+              Effect.orDie,
+            )
     }),
-    Effect.orDie,
+  )
+
+/**
+ * Waits until `fiber` is blocked (suspended) or done. A fiber running `Libcontainerd.events` blocks only in the
+ * take from its subscription, which the stream makes as it starts: once blocked, it sees every later event.
+ */
+const untilBlocked = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
+  Effect.flatMap(Fiber.status(fiber), (status) =>
+    status._tag === "Running" ? untilBlocked(fiber) : Effect.void,
   )
 
 const isExit = (processId: string) => (e: Recorded) => e.type === "exit" && e.info.processId === processId
@@ -415,7 +441,7 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
               Effect.fork,
             )
             // the stream sees only what comes after it subscribed
-            yield* Effect.sleep("10 millis")
+            yield* untilBlocked(streamed)
             yield* create("streamed", exitWith(2))
             yield* client.start("streamed")
             yield* exitOf("streamed")

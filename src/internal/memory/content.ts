@@ -22,7 +22,6 @@ import {
   alreadyExists,
   type Blob,
   type Ctx,
-  context,
   failedPrecondition,
   type Ingest,
   invalidArgument,
@@ -32,6 +31,7 @@ import {
   now,
   outOfRange,
   unavailable,
+  withContext,
 } from "./state.js"
 
 const gcRoot = "containerd.io/gc.root"
@@ -44,7 +44,7 @@ export const make = (namespaces: Namespaces, bus: Events.Bus) => {
   let nextLease = 1
 
   const withCtx = <A, E, R>(f: (ctx: Ctx) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.flatMap(context(namespaces), f)
+    withContext(namespaces, f)
 
   const contentNotFound = (digest: string) => notFound(`content digest ${digest}: not found`)
 

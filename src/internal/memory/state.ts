@@ -7,13 +7,14 @@
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import type * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as ProcessIOMemory from "../../layers/ProcessIOMemory.js"
 import type * as T from "../../domain/Types.js"
 import { Conflict, GrpcCode, InvalidParameter, NotFound, System } from "../../errors/ContainerdError.js"
 import { currentLease, currentNamespace } from "../../services/Containerd.js"
+import type { Signal } from "./signal.js"
 
 /** A process of a task: its init (`execId` "") or an exec. */
 export interface Proc {
@@ -27,17 +28,20 @@ export interface Proc {
   exitStatus: number
   exitedAt: T.Timestamp | undefined
   /** Completed with the exit once the process has stopped. */
-  readonly exited: Deferred.Deferred<T.ExitStatus>
-  /** Completed with an exit status to end a running process from outside (signal, OOM, the handle). */
-  readonly terminate: Deferred.Deferred<number>
+  readonly exited: Signal<T.ExitStatus>
+  /** The fiber playing the running process's script; interrupted to end it from outside. */
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  /** The exit status it was ended with from outside (signal, OOM, the handle): the first one wins. */
+  killedWith: number | undefined
   /** The signals ignored by the running script. */
   ignored: ReadonlySet<number>
   /** Signals sent while the task was paused, delivered at resume. */
   pending: Array<number>
   readonly signals: Array<number>
+  /** Set at each resize of its terminal. */
   ptySize: { readonly width: number; readonly height: number } | undefined
-  /** Completed at the first resize of its terminal. */
-  readonly resized: Deferred.Deferred<void>
+  /** Completed at the first resize of its terminal, made when a script waits for one. */
+  resized: Signal | undefined
   stdinClosed: boolean
   startedAtNanos: bigint
   /** The task's paused time when the process started: what was paused before does not count against it. */
@@ -54,8 +58,6 @@ export interface Task {
   paused: boolean
   /** Open while the task runs; closed while it is paused. */
   readonly gate: Effect.Latch
-  /** Fired at each pause; replaced at resume. */
-  pausedSignal: Deferred.Deferred<void>
   /** Time spent paused so far, and since when the task is paused now. */
   pausedTotalMillis: number
   pausedAtMillis: number | undefined
@@ -135,16 +137,21 @@ export interface Ctx {
   readonly clock: Clock.Clock
 }
 
-/** Reads the calling fiber's namespace, lease and clock (one step: every call of the in-memory containerd does it). */
-export const context = (namespaces: Namespaces): Effect.Effect<Ctx> =>
-  Effect.withFiberRuntime((fiber) => {
-    const namespace = fiber.getFiberRef(currentNamespace)
-    return Effect.succeed({
-      ns: namespaces.get(Option.isSome(namespace) ? namespace.value : namespaces.defaultNamespace),
-      lease: fiber.getFiberRef(currentLease),
-      clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
-    })
-  })
+/** A fiber's namespace, lease and clock. */
+const ctxOf = (namespaces: Namespaces, fiber: Fiber.RuntimeFiber<unknown, unknown>): Ctx => {
+  const namespace = fiber.getFiberRef(currentNamespace)
+  return {
+    ns: namespaces.get(Option.isSome(namespace) ? namespace.value : namespaces.defaultNamespace),
+    lease: fiber.getFiberRef(currentLease),
+    clock: Context.get(fiber.currentDefaultServices, Clock.Clock),
+  }
+}
+
+/** Runs `f` with the calling fiber's namespace, lease and clock, read in the same step (every call does it). */
+export const withContext = <A, E, R>(
+  namespaces: Namespaces,
+  f: (ctx: Ctx) => Effect.Effect<A, E, R>,
+): Effect.Effect<A, E, R> => Effect.withFiberRuntime((fiber) => f(ctxOf(namespaces, fiber)))
 
 /** The clock's time as a protobuf timestamp. */
 export const now = (clock: Clock.Clock): T.Timestamp => {
