@@ -501,6 +501,38 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
         )
 
         it.effect(
+          "exec: a reader attachStdio forked finishes its work after the output ended; the release waits for it",
+          () =>
+            Effect.gen(function* () {
+              const client = yield* Libcontainerd
+              yield* create("slowread", sleeper)
+              yield* client.start("slowread")
+              const result = yield* Deferred.make<string>()
+              const attach: AttachStdio = (io) =>
+                Effect.asVoid(
+                  Effect.forkScoped(
+                    collect(io.stdout).pipe(
+                      // still busy after its stream ended: closing the process's scope now would cut it
+                      Effect.zipLeft(Effect.sleep("50 millis")),
+                      Effect.flatMap((text) => Deferred.succeed(result, text)),
+                    ),
+                  ),
+                )
+              yield* exec("slowread", "job", outErrExit7, { attachStdio: attach })
+              assert.strictEqual((yield* exitOf("slowread", "job")).info.exitCode, 7)
+              const text = yield* Deferred.await(result).pipe(
+                Effect.timeoutFail({
+                  duration: "5 seconds",
+                  onTimeout: () => new Error("the reader was interrupted: its result never came"),
+                }),
+                Effect.orDie,
+              )
+              assert.strictEqual(text, "from-exec\n")
+              yield* remove("slowread")
+            }),
+        )
+
+        it.effect(
           "listPids and summary: the init and the execs, execs named; SIGTERM ends an exec with 143",
           () =>
             Effect.gen(function* () {
