@@ -333,7 +333,7 @@ export const make = (options: Options) =>
         Effect.gen(function* () {
           yield* validateIdentifier("id", id)
           if (containers.has(id)) return yield* new Conflict({ message: "id already in use" })
-          const valid = yield* restore(Spec.validate(spec))
+          const valid = yield* restore(Spec.validateDecoded(spec))
           const bundleDir = Path.join(stateDir, id)
           const entry: ContainerEntry = {
             id,
@@ -509,7 +509,7 @@ export const make = (options: Options) =>
           if (processId === initProcessName || processId === containerId || entry.execs.has(processId)) {
             return yield* new Conflict({ message: "id already in use" })
           }
-          const spec = yield* Spec.validateProcess(processSpec)
+          const spec = yield* Spec.validateProcessDecoded(processSpec)
           entry.execs.set(processId, "pending")
           const unreserve = Effect.sync(() => {
             if (entry.execs.get(processId) === "pending") entry.execs.delete(processId)
