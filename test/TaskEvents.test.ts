@@ -608,6 +608,75 @@ describe("TaskEventsLive", () => {
   })
 })
 
+describe("TaskEventsLive.follow", () => {
+  it.effect(
+    "hands its handler what the stream emits, in order, across resubscriptions, and fails as it does",
+    () => {
+      const fake = fakeContainerd([
+        Stream.concat(Stream.make(packed(exit("a")), packed(exit("b"))), Stream.fail(unavailable())),
+        Stream.fail(new System({ message: "second" })),
+      ])
+      return Effect.gen(function* () {
+        const follow = yield* TaskEventsLive.follow(fake.service, { retry: Schedule.recurs(2) })
+        const items: Array<TaskEventsItem> = []
+        const fiber = yield* Effect.fork(
+          follow((item) =>
+            Effect.sync(() => {
+              items.push(item)
+            }),
+          ),
+        )
+        yield* eventually(() => items.length === 3)
+        // recurs(2): two more calls, each after the 10 ms floor; the second fails at once (not live, no
+        // marker), the third stays open and settles
+        yield* TestClock.adjust("10 millis")
+        yield* eventually(() => fake.filters.length === 2)
+        yield* TestClock.adjust("10 millis")
+        yield* eventually(() => fake.filters.length === 3)
+        yield* TestClock.adjust("199 millis")
+        yield* eventually(() => false, 100)
+        assert.strictEqual(items.length, 3, "no marker before the settle time")
+        yield* TestClock.adjust("1 millis")
+        yield* eventually(() => items.length === 4)
+        assert.deepStrictEqual(items, [
+          { _tag: "Subscribed", attempt: 1, confirmed: true },
+          { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("a") },
+          { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("b") },
+          { _tag: "Subscribed", attempt: 3, confirmed: false },
+        ])
+        yield* Fiber.interrupt(fiber)
+        assert.strictEqual(fake.cancelled(), 3, "interruption cancels the open call")
+        const invalid = yield* Effect.flip(TaskEventsLive.follow(fake.service, { namespace: "a/b" }))
+        assert.strictEqual(invalid._tag, "InvalidParameter")
+        const failing = fakeContainerd([
+          Stream.fail(unavailable()),
+          Stream.fail(new System({ message: "last" })),
+        ])
+        const ended = yield* Effect.fork(
+          (yield* TaskEventsLive.follow(failing.service, { retry: Schedule.recurs(1) }))(() => Effect.void),
+        )
+        yield* eventually(() => failing.filters.length === 1)
+        yield* TestClock.adjust("10 millis")
+        assert.deepStrictEqual(yield* Fiber.await(ended), Exit.fail(new System({ message: "last" })))
+      }).pipe(Effect.provide(captureLogs().layer))
+    },
+  )
+
+  it.effect("a handler that dies on the settle marker ends it with that defect and cancels the call", () => {
+    const fake = fakeContainerd([])
+    return Effect.gen(function* () {
+      const follow = yield* TaskEventsLive.follow(fake.service)
+      const fiber = yield* Effect.fork(follow(() => Effect.die("handler bug")))
+      yield* eventually(() => fake.filters.length === 1)
+      yield* TestClock.adjust("200 millis")
+      const exit = yield* Fiber.await(fiber)
+      assert.deepStrictEqual(exit, Exit.die("handler bug"))
+      assert.strictEqual(fake.cancelled(), 1)
+      assert.strictEqual(fake.filters.length, 1, "a defect is not retried")
+    }).pipe(Effect.provide(captureLogs().layer))
+  })
+})
+
 describe("TaskEventsMemory", () => {
   it.effect(
     "delivers published events after a Subscribed marker, and drops what is published while disconnected",

@@ -26,7 +26,7 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { EventInfo, EventType, ProcessedEvent } from "../domain/Event.js"
 import { initProcessName } from "../domain/Event.js"
-import type { TaskEvent } from "../domain/TaskEvent.js"
+import type { TaskEvent, TaskEventsItem } from "../domain/TaskEvent.js"
 import * as Spec from "../domain/Spec.js"
 import * as Stats from "../domain/Stats.js"
 import type { Descriptor, ProcessRecord, RuncOptions, Timestamp } from "../domain/Types.js"
@@ -894,13 +894,18 @@ export const make = (options: Options) =>
     // ---- events (the seed's processEventStream / processEvent) ----
 
     const queue = yield* EventQueue.make
-    // a TaskEvents in the context wins (tests feed events by hand); else follow the client's namespace
-    const taskEvents = yield* Effect.serviceOption(TaskEvents).pipe(
+    // a TaskEvents in the context wins (tests feed events by hand); else follow the client's namespace, handing
+    // each item to the handler straight from the subscription (no mailbox and second stream in between)
+    type Follow = (
+      onItem: (item: TaskEventsItem) => Effect.Effect<void>,
+    ) => Effect.Effect<void, ContainerdError>
+    const follow: Follow = yield* Effect.serviceOption(TaskEvents).pipe(
       Effect.flatMap(
         Option.match({
-          onSome: Effect.succeed,
+          onSome: (taskEvents) =>
+            Effect.succeed<Follow>((onItem) => Stream.runForEach(taskEvents.subscribe, onItem)),
           onNone: () =>
-            TaskEventsLive.make(containerd, {
+            TaskEventsLive.follow(containerd, {
               namespace,
               ignoredTopics: unhandledTopics,
               ...(options.eventsRetry === undefined ? {} : { retry: options.eventsRetry }),
@@ -1085,7 +1090,7 @@ export const make = (options: Options) =>
           )
 
     let subscriptions = 0
-    yield* Stream.runForEach(taskEvents.subscribe, (item) =>
+    yield* follow((item) =>
       item._tag === "Subscribed"
         ? Effect.zipRight(
             subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void,
