@@ -15,7 +15,7 @@ import * as Grpc from "@grpc/grpc-js"
 import * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
+import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -196,21 +196,23 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     }
     return metadata.clone()
   }
-  const metadata: Effect.Effect<Grpc.Metadata> = Effect.zipWith(
-    FiberRef.get(currentNamespace),
-    FiberRef.get(currentLease),
-    (namespace, lease) =>
-      metadataFor(
-        Option.getOrElse(namespace, () => defaultNamespace),
-        lease,
-      ),
+  /** The calling fiber's metadata: its namespace (else the default) and lease. */
+  const metadataOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Grpc.Metadata => {
+    const namespace = fiber.getFiberRef(currentNamespace)
+    return metadataFor(
+      Option.isSome(namespace) ? namespace.value : defaultNamespace,
+      fiber.getFiberRef(currentLease),
+    )
+  }
+  const metadata: Effect.Effect<Grpc.Metadata> = Effect.withFiberRuntime((fiber) =>
+    Effect.succeed(metadataOf(fiber)),
   )
 
   const unary = <Req, Res>(
     method: Call.Method<Req, Res>,
     request: Req,
   ): Effect.Effect<Res, ContainerdError> =>
-    Effect.flatMap(metadata, (md) => Call.unary(client, method, request, md))
+    Effect.withFiberRuntime((fiber) => Call.unary(client, method, request, metadataOf(fiber)))
 
   const serverStream = <Req, Res>(
     method: Call.Method<Req, Res>,

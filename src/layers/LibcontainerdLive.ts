@@ -42,7 +42,13 @@ import * as Checkpoint from "../internal/checkpoint.js"
 import * as EventQueue from "../internal/eventQueue.js"
 import * as Telemetry from "../internal/telemetry.js"
 import * as TaskEventsLive from "./TaskEventsLive.js"
-import { Containerd, leased, validateIdentifier, withNamespace } from "../services/Containerd.js"
+import {
+  Containerd,
+  currentNamespace,
+  leased,
+  validateIdentifier,
+  withNamespace,
+} from "../services/Containerd.js"
 import { type AttachStdio, Libcontainerd, type StartOptions, type Status } from "../services/Libcontainerd.js"
 import { type DirectIO, ProcessIO } from "../services/ProcessIO.js"
 import { TaskEvents } from "../services/TaskEvents.js"
@@ -151,9 +157,19 @@ export const make = (options: Options) =>
     })
     const runtime = options.runtime ?? defaultRuntime
     const inNamespace = withNamespace(namespace)
-    /** Runs a Containerd call in the client's namespace. */
+    const ownNamespace = Option.some(namespace)
+    /**
+     * Runs a Containerd call in the client's namespace. A call uses the fiber's namespace override, else the
+     * service's default; when that is the client's namespace already (the usual case: the client takes the
+     * `Containerd` layer's), the call runs as it is, without an override of its own (a FiberRef swap per RPC).
+     */
     const call = <A>(effect: Effect.Effect<A, ContainerdError>): Effect.Effect<A, ContainerdError> =>
-      inNamespace(effect)
+      Effect.withFiberRuntime((fiber) => {
+        const override = fiber.getFiberRef(currentNamespace)
+        return (Option.isSome(override) ? override.value : containerd.namespace) === namespace
+          ? effect
+          : Effect.locally(effect, currentNamespace, ownNamespace)
+      })
 
     const containers = new Map<string, ContainerEntry>()
     const events = yield* PubSub.unbounded<ProcessedEvent>()
