@@ -357,10 +357,18 @@ interface Fake {
   readonly service: Containerd.Service
   readonly filters: Array<ReadonlyArray<string>>
   readonly cancelled: () => number
+  /** Calls made through `events.forEach`. */
+  readonly viaForEach: () => number
 }
 
-/** A Containerd with only `namespace` and `events.subscribe`; call n gets `script[n]` (then a silent open stream). */
-const fakeContainerd = (script: ReadonlyArray<Stream.Stream<Envelope, ContainerdError>>): Fake => {
+/**
+ * A Containerd with only `namespace` and `events.subscribe` (and `events.forEach` over it when `withForEach`); call
+ * n gets `script[n]` (then a silent open stream).
+ */
+const fakeContainerd = (
+  script: ReadonlyArray<Stream.Stream<Envelope, ContainerdError>>,
+  withForEach = false,
+): Fake => {
   const filters: Array<ReadonlyArray<string>> = []
   let cancelled = 0
   const subscribe = (f: ReadonlyArray<string>): Stream.Stream<Envelope, ContainerdError> =>
@@ -376,14 +384,20 @@ const fakeContainerd = (script: ReadonlyArray<Stream.Stream<Envelope, Containerd
       )
     })
   const unused: ProxyHandler<object> = { get: () => Effect.die("unused") }
+  const forEach = (f: ReadonlyArray<string>, onEnvelope: (envelope: Envelope) => Effect.Effect<unknown>) =>
+    Effect.suspend(() => {
+      viaForEach++
+      return Stream.runForEach(subscribe(f), onEnvelope)
+    })
+  let viaForEach = 0
   const service = new Proxy(
-    { namespace, events: { subscribe } },
+    { namespace, events: withForEach ? { subscribe, forEach } : { subscribe } },
     {
       get: (target, property) =>
         property in target ? target[property as keyof typeof target] : new Proxy({}, unused),
     },
   ) as unknown as Containerd.Service
-  return { service, filters, cancelled: () => cancelled }
+  return { service, filters, cancelled: () => cancelled, viaForEach: () => viaForEach }
 }
 
 const unavailable = (): ContainerdError =>
@@ -468,6 +482,32 @@ describe("TaskEventsLive", () => {
       yield* Fiber.interrupt(fiber)
       assert.strictEqual(fake.cancelled(), 3)
     }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("subscribes through the layer's events.forEach when it has one, with the same items", () => {
+    const fake = fakeContainerd(
+      [
+        Stream.concat(Stream.make(packed(exit("a"))), Stream.fail(unavailable())),
+        Stream.concat(Stream.make(packed(exit("b")), packed(exit("c"))), Stream.never),
+      ],
+      true,
+    )
+    return Effect.gen(function* () {
+      const { fiber, items } = yield* collect(yield* liveService(fake))
+      yield* eventually(() => items.length === 2)
+      yield* TestClock.adjust("121 millis")
+      yield* eventually(() => items.length === 5)
+      assert.deepStrictEqual(items, [
+        { _tag: "Subscribed", attempt: 1, confirmed: true },
+        { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("a") },
+        { _tag: "Subscribed", attempt: 2, confirmed: true },
+        { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("b") },
+        { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("c") },
+      ])
+      assert.strictEqual(fake.viaForEach(), 2, "every call went through forEach")
+      yield* Fiber.interrupt(fiber)
+      assert.strictEqual(fake.cancelled(), 2)
+    }).pipe(Effect.provide(captureLogs().layer))
   })
 
   it.effect(

@@ -26,7 +26,10 @@ import {
   type Container as PbContainer,
   ContainersService,
 } from "../../generated/containerd/services/containers/v1/containers.js"
-import { EventsService } from "../../generated/containerd/services/events/v1/events.js"
+import {
+  type Envelope as PbEnvelope,
+  EventsService,
+} from "../../generated/containerd/services/events/v1/events.js"
 import { type Image as PbImage, ImagesService } from "../../generated/containerd/services/images/v1/images.js"
 import { LeasesService } from "../../generated/containerd/services/leases/v1/leases.js"
 import { TasksService } from "../../generated/containerd/services/tasks/v1/tasks.js"
@@ -166,6 +169,13 @@ const fromContainerInput = (
     }
     return { container, spec }
   })
+
+const toEnvelope = (e: PbEnvelope): T.Envelope => ({
+  timestamp: e.timestamp,
+  namespace: e.namespace,
+  topic: e.topic,
+  event: e.event === undefined ? undefined : { typeUrl: e.event.typeUrl, value: e.event.value },
+})
 
 const toImage = (image: PbImage | undefined): Effect.Effect<T.Image, ContainerdError> =>
   image?.target === undefined
@@ -540,12 +550,17 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     },
     events: {
       subscribe: (filters) =>
-        Stream.map(serverStream(EventsService.subscribe, { filters: [...filters] }), (e) => ({
-          timestamp: e.timestamp,
-          namespace: e.namespace,
-          topic: e.topic,
-          event: e.event === undefined ? undefined : { typeUrl: e.event.typeUrl, value: e.event.value },
-        })),
+        Stream.map(serverStream(EventsService.subscribe, { filters: [...filters] }), toEnvelope),
+      forEach: (filters, onEnvelope) =>
+        Effect.withFiberRuntime((fiber) =>
+          Call.serverStreamForEach(
+            client,
+            EventsService.subscribe,
+            { filters: [...filters] },
+            metadataOf(fiber),
+            (e) => onEnvelope(toEnvelope(e)),
+          ),
+        ),
     },
   }
 }

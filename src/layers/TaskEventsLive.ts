@@ -5,10 +5,12 @@
  * `namespace==<ns>,topic~=|^/tasks/|` (plus `topic!="<topic>"` for each of
  * `ignoredTopics`). Envelopes are decoded with
  * `decodeEnvelope`: an unknown type is skipped with a debug log, a malformed
- * payload with a warning naming the topic; neither ends the stream.
+ * payload with a warning naming the topic; neither ends the stream. The call
+ * runs through `Containerd.events.forEach` when the layer offers it (the live
+ * one does: no Stream per envelope), else through `events.subscribe`.
  *
  * When the call fails or ends, it is first cancelled and finished (the
- * stream's finalizer), the failure is logged once as a warning, and a new call
+ * call's finalizer), the failure is logged once as a warning, and a new call
  * starts after the retry schedule's next delay (default: exponential from
  * 100 ms with jitter, each wait capped at 5 s, forever; never less than 10 ms
  * whatever schedule is given). The schedule restarts from its first delay
@@ -114,6 +116,12 @@ const prepare = (
         Duration.max(delay, minRetryDelay),
       )
       const settle = Duration.decode(options.settle ?? defaultSettle)
+      // the layer's own loop over the call when it has one, else the call's stream
+      const events = containerd.events
+      const subscribe = (onEnvelope: (envelope: Envelope) => Effect.Effect<unknown>) =>
+        events.forEach === undefined
+          ? Stream.runForEach(events.subscribe([filter]), onEnvelope)
+          : events.forEach([filter], onEnvelope)
 
       return (emit: Emit) => {
         const handle = (envelope: Envelope): Effect.Effect<unknown> => {
@@ -132,7 +140,7 @@ const prepare = (
           return emit(decoded.right.value)
         }
 
-        // One subscribe call, run to its end; the stream's finalizer cancels the call before this returns.
+        // One subscribe call, run to its end; its finalizer cancels the call before this returns.
         // The settle timer runs beside the call in a child fiber rather than merged into its stream: a merge
         // costs a queue hop and a fiber handoff per envelope, the timer only matters until the marker is out.
         const once = (attempt: number, onLive: () => void): Effect.Effect<void, ContainerdError> =>
@@ -162,12 +170,13 @@ const prepare = (
               Effect.sleep(settle),
               Effect.suspend(() => (live ? Effect.void : announce(false))),
             )
+            const call = subscribe(onEnvelope)
             return Effect.gen(function* () {
               const timer = yield* Effect.fork(settled)
               // the call runs until it ends, or until the timer's emit dies (that defect ends the loop as one
               // on the call's side would)
               const exit = yield* Effect.raceFirst(
-                Effect.exit(Stream.runForEach(containerd.events.subscribe([filter]), onEnvelope)),
+                Effect.exit(call),
                 Effect.zipRight(Fiber.join(timer), Effect.never),
               )
               // the call ended: a marker on its way to `emit` gets there first, the timer goes
