@@ -17,6 +17,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -235,6 +236,25 @@ export const make = (options: Options) =>
         ),
       )
 
+    /**
+     * `Effect.onError` for a step of an operation that runs uninterruptibly (inside the operation's
+     * `uninterruptibleMask`, outside `restore`): there a failure handler runs on every failure, interruption of a
+     * restored part included, so the step needs no mask of its own, which `onError` adds to every call.
+     */
+    const onFailureMasked =
+      <E, R2>(undo: (cause: Cause.Cause<E>) => Effect.Effect<unknown, never, R2>) =>
+      <A, E1 extends E, R>(effect: Effect.Effect<A, E1, R>): Effect.Effect<A, E1, R | R2> =>
+        Effect.tapErrorCause(effect, undo)
+
+    /** `Effect.ensuring` for a step that runs uninterruptibly, as `onFailureMasked`. */
+    const ensuringMasked =
+      (finalizer: Effect.Effect<unknown>) =>
+      <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+        Effect.matchCauseEffect(effect, {
+          onFailure: (cause) => Effect.zipRight(finalizer, Effect.failCause(cause)),
+          onSuccess: (a) => Effect.as(finalizer, a),
+        })
+
     /** Runs `effect` in a process's scope, and closes that scope when it fails. */
     const ownedBy =
       (scope: Scope.CloseableScope) =>
@@ -245,35 +265,40 @@ export const make = (options: Options) =>
         )
 
     /**
-     * Makes a process's FIFOs and opens them in a fresh scope of its own, runs
-     * `attachStdio` there. The scope is closed on failure.
+     * Makes a process's FIFOs and opens them in a fresh scope of its own, runs `attachStdio` there; all of it
+     * interruptibly, through the operation's `restore` (this runs inside its `uninterruptibleMask`). On failure the
+     * scope is closed, then `undo` runs.
      */
     const prepareProcess = <E, R>(
+      restore: <A, E2, R2>(effect: Effect.Effect<A, E2, R2>) => Effect.Effect<A, E2, R2>,
       entry: ContainerEntry,
       processId: string,
       withStdin: boolean,
       terminal: boolean,
       execId: string,
       attachStdio: AttachStdio<E, R> | undefined,
+      undo: Effect.Effect<void>,
     ) =>
-      Effect.gen(function* () {
-        const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
+      Effect.flatMap(Scope.fork(clientScope, ExecutionStrategy.sequential), (scope) => {
         const { uid, gid } = specUser(entry.spec)
-        const io = yield* Effect.gen(function* () {
-          const set = yield* processIO.create({
-            bundleDir: entry.bundleDir,
-            processId,
-            stdin: withStdin,
-            terminal,
-            ...(uid === 0 ? {} : { uid }),
-            ...(gid === 0 ? {} : { gid }),
-          })
-          const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
-          yield* (attachStdio ?? noStdio)(io, processId)
-          return io
-        }).pipe(ownedBy(scope))
-        const exited = yield* Deferred.make<void>()
-        return { scope, io, exited }
+        return restore(
+          Effect.gen(function* () {
+            const set = yield* processIO.create({
+              bundleDir: entry.bundleDir,
+              processId,
+              stdin: withStdin,
+              terminal,
+              ...(uid === 0 ? {} : { uid }),
+              ...(gid === 0 ? {} : { gid }),
+            })
+            const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
+            yield* (attachStdio ?? noStdio)(io, processId)
+            return io
+          }).pipe(Scope.extend(scope)),
+        ).pipe(
+          onFailureMasked((cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), undo)),
+          Effect.map((io) => ({ scope, io, exited: Deferred.unsafeMake<void>(FiberId.none) })),
+        )
       })
 
     /**
@@ -359,7 +384,7 @@ export const make = (options: Options) =>
             task: undefined,
             execs: new Map(),
             oomKilled: false,
-            execStarts: yield* Effect.makeSemaphore(1),
+            execStarts: Effect.unsafeMakeSemaphore(1),
           }
           containers.set(id, entry)
           const madeDir = !Fs.existsSync(bundleDir)
@@ -387,7 +412,7 @@ export const make = (options: Options) =>
                 },
               }),
             ).pipe(
-              Effect.onError((cause) =>
+              onFailureMasked((cause: Cause.Cause<ContainerdError>) =>
                 // unless the id was taken already, the daemon may have made the container before the failure reached us
                 Cause.failureOption(cause).pipe(
                   Option.filter((e) => e._tag === "Conflict"),
@@ -398,7 +423,7 @@ export const make = (options: Options) =>
                 ),
               ),
             )
-          }).pipe(Effect.onError(() => undo))
+          }).pipe(onFailureMasked(() => undo))
           entry.phase = "ready"
         }),
       ).pipe(span("create", { "container.id": id }))
@@ -451,21 +476,17 @@ export const make = (options: Options) =>
             return yield* new Conflict({ message: "container already started" })
           }
           entry.phase = "starting"
-          const prepared = yield* restore(
-            prepareProcess(
-              entry,
-              initProcessName,
-              startOptions.withStdin ?? false,
-              entry.spec.process?.terminal ?? false,
-              "",
-              startOptions.attachStdio,
-            ),
-          ).pipe(
-            Effect.onError(() =>
-              Effect.sync(() => {
-                entry.phase = "ready"
-              }),
-            ),
+          const prepared = yield* prepareProcess(
+            restore,
+            entry,
+            initProcessName,
+            startOptions.withStdin ?? false,
+            entry.spec.process?.terminal ?? false,
+            "",
+            startOptions.attachStdio,
+            Effect.sync(() => {
+              entry.phase = "ready"
+            }),
           )
           const { uid, gid } = specUser(entry.spec)
           const taskOptions: RuncOptions = {
@@ -485,7 +506,7 @@ export const make = (options: Options) =>
             }),
           ).pipe(
             // the daemon may have made the task before the failure reached us (interruption right after the call)
-            Effect.onError(() =>
+            onFailureMasked(() =>
               Effect.all([
                 forceDeleteTask(id),
                 abandonProcess(prepared),
@@ -500,7 +521,7 @@ export const make = (options: Options) =>
           entry.oomKilled = false
           yield* prepared.io.processCreated
           const started = yield* restore(call(containerd.tasks.start({ containerId: id }))).pipe(
-            Effect.onError(() =>
+            onFailureMasked(() =>
               Effect.gen(function* () {
                 yield* forceDeleteTask(id)
                 entry.task = undefined
@@ -530,64 +551,61 @@ export const make = (options: Options) =>
           const unreserve = Effect.sync(() => {
             if (entry.execs.get(processId) === "pending") entry.execs.delete(processId)
           })
-          const prepared = yield* restore(
-            prepareProcess(
-              entry,
-              processId,
-              execOptions.withStdin ?? false,
-              spec.terminal ?? false,
-              processId,
-              execOptions.attachStdio,
-            ),
-          ).pipe(Effect.onError(() => unreserve))
+          const prepared = yield* prepareProcess(
+            restore,
+            entry,
+            processId,
+            execOptions.withStdin ?? false,
+            spec.terminal ?? false,
+            processId,
+            execOptions.attachStdio,
+            unreserve,
+          )
           yield* restore(entry.execStarts.take(1)).pipe(
-            Effect.onError(() => Effect.zipRight(abandonProcess(prepared), unreserve)),
+            onFailureMasked(() => Effect.zipRight(abandonProcess(prepared), unreserve)),
           )
-          return yield* Effect.ensuring(
-            Effect.gen(function* () {
-              yield* call(
-                containerd.tasks.exec({
-                  containerId,
-                  execId: processId,
-                  stdin: prepared.io.set.stdin ?? "",
-                  stdout: prepared.io.set.stdout,
-                  stderr: prepared.io.set.stderr ?? "",
-                  terminal: prepared.io.set.terminal,
-                  spec,
+          return yield* Effect.gen(function* () {
+            yield* call(
+              containerd.tasks.exec({
+                containerId,
+                execId: processId,
+                stdin: prepared.io.set.stdin ?? "",
+                stdout: prepared.io.set.stdout,
+                stderr: prepared.io.set.stderr ?? "",
+                terminal: prepared.io.set.terminal,
+                spec,
+              }),
+            ).pipe(
+              onFailureMasked(() =>
+                Effect.all([
+                  // a created exec that never started is deleted without kill or wait
+                  call(containerd.tasks.deleteProcess({ containerId, execId: processId })).pipe(
+                    Effect.ignore,
+                    Effect.uninterruptible,
+                  ),
+                  abandonProcess(prepared),
+                  unreserve,
+                ]),
+              ),
+            )
+            const process: ProcessEntry = { processId, pid: 0, ...prepared }
+            entry.execs.set(processId, process)
+            const started = yield* restore(
+              call(containerd.tasks.start({ containerId, execId: processId })),
+            ).pipe(
+              onFailureMasked(() =>
+                Effect.gen(function* () {
+                  yield* forceDeleteProcess(containerId, processId)
+                  entry.execs.delete(processId)
+                  yield* releaseProcess(process)
                 }),
-              ).pipe(
-                Effect.onError(() =>
-                  Effect.all([
-                    // a created exec that never started is deleted without kill or wait
-                    call(containerd.tasks.deleteProcess({ containerId, execId: processId })).pipe(
-                      Effect.ignore,
-                      Effect.uninterruptible,
-                    ),
-                    abandonProcess(prepared),
-                    unreserve,
-                  ]),
-                ),
-              )
-              const process: ProcessEntry = { processId, pid: 0, ...prepared }
-              entry.execs.set(processId, process)
-              const started = yield* restore(
-                call(containerd.tasks.start({ containerId, execId: processId })),
-              ).pipe(
-                Effect.onError(() =>
-                  Effect.gen(function* () {
-                    yield* forceDeleteProcess(containerId, processId)
-                    entry.execs.delete(processId)
-                    yield* releaseProcess(process)
-                  }),
-                ),
-              )
-              // the shim makes an exec's stdin when it starts: only now can a close be sent
-              yield* prepared.io.processCreated
-              process.pid = started.pid
-              return started.pid
-            }),
-            entry.execStarts.release(1),
-          )
+              ),
+            )
+            // the shim makes an exec's stdin when it starts: only now can a close be sent
+            yield* prepared.io.processCreated
+            process.pid = started.pid
+            return started.pid
+          }).pipe(ensuringMasked(entry.execStarts.release(1)))
         }),
       ).pipe(span("exec", { "container.id": containerId, "process.id": processId }))
 
@@ -679,7 +697,7 @@ export const make = (options: Options) =>
         entry.task = undefined
         const execs = [...entry.execs.values()].filter((p): p is ProcessEntry => p !== "pending")
         entry.execs.clear()
-        yield* Effect.forEach([task, ...execs], (p) => releaseProcess(p), { discard: true })
+        for (const p of [task, ...execs]) yield* releaseProcess(p)
         return { exitCode: deleted.exitStatus, exitedAt: deleted.exitedAt }
       }).pipe(Effect.uninterruptible, span("deleteTask", { "container.id": containerId }))
 
@@ -694,7 +712,7 @@ export const make = (options: Options) =>
         }
         entry.phase = "deleting"
         yield* call(containerd.containers.delete(containerId)).pipe(
-          Effect.onError(() =>
+          onFailureMasked(() =>
             Effect.sync(() => {
               entry.phase = "ready"
             }),
