@@ -1,4 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as FastCheck from "effect/FastCheck"
@@ -9,6 +10,7 @@ import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
 import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
 import * as TaskEventsMemory from "../src/layers/TaskEventsMemory.js"
 import * as Backend from "../src/services/Backend.js"
+import { Containerd } from "../src/services/Containerd.js"
 import { Libcontainerd } from "../src/services/Libcontainerd.js"
 import { tempStateDir } from "./support/client.js"
 
@@ -198,3 +200,52 @@ describe("event dispatch (in-memory source)", () => {
     ),
   )
 })
+
+describe("the client's namespace", () => {
+  it.live("every call runs in the client's namespace, whatever namespace the caller's fiber overrides", () =>
+    Effect.gen(function* () {
+      const containerd = yield* Containerd
+      const inOther = Containerd.withNamespace("other")
+      for (const [label, client] of [
+        ["the layer's namespace", yield* clientIn(undefined)],
+        ["a namespace of its own", yield* clientIn("own")],
+      ] as const) {
+        const ns = label === "the layer's namespace" ? "default" : "own"
+        const id = `n-${ns}`
+        yield* inOther(client.create(id, spec(id)))
+        yield* client.start(id).pipe(inOther)
+        yield* client.pause(id).pipe(Containerd.withNamespace(ns))
+        yield* client.resume(id)
+        const found = yield* Containerd.withNamespace(ns)(containerd.containers.get(id))
+        assert.strictEqual(found.id, id, label)
+        const elsewhere = yield* Effect.flip(inOther(containerd.containers.get(id)))
+        assert.strictEqual(elsewhere._tag, "NotFound", label)
+        yield* client.signalProcess(id, "init", "SIGKILL").pipe(inOther)
+        yield* Containerd.withNamespace(ns)(containerd.tasks.wait({ containerId: id }))
+        yield* inOther(client.deleteTask(id))
+        yield* inOther(client.delete(id))
+        assert.strictEqual(
+          (yield* Containerd.withNamespace(ns)(containerd.containers.list())).length,
+          0,
+          label,
+        )
+      }
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(ContainerdMemory.layerWithProcessIO()),
+      Effect.provide(Backend.layerNoop),
+    ),
+  )
+})
+
+/** A client over the Containerd in context, in `namespace` (default: the layer's). */
+const clientIn = (namespace: string | undefined) =>
+  Effect.flatMap(
+    Layer.build(
+      LibcontainerdLive.layer({
+        stateDir: tempStateDir("namespace-"),
+        ...(namespace === undefined ? {} : { namespace }),
+      }),
+    ),
+    (context) => Effect.succeed(Context.get(context, Libcontainerd)),
+  )

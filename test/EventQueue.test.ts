@@ -3,6 +3,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FastCheck from "effect/FastCheck"
+import * as FiberId from "effect/FiberId"
 import * as HashMap from "effect/HashMap"
 import type * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
@@ -202,6 +203,34 @@ describe("EventQueue", () => {
           assert.strictEqual(yield* queue.activeKeys, 0)
         }
         assert.strictEqual(ran.length, 150)
+      }),
+    ),
+  )
+
+  it.live("a worker waits for its key's next task, up to idleLinger, and then ends and forgets the key", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const queue = yield* EventQueue.make
+        const fibers: Array<string> = []
+        const ran = (label: string) =>
+          Effect.flatMap(Effect.fiberId, (id) =>
+            Effect.sync(() => {
+              fibers.push(`${label} ${FiberId.threadName(id)}`)
+            }),
+          )
+        yield* queue.append("web", ran("a"))
+        yield* queue.drained
+        assert.strictEqual(yield* queue.activeKeys, 0, "a waiting worker is not an active key")
+        yield* Effect.sleep("50 millis")
+        yield* queue.append("web", ran("b"))
+        yield* queue.drained
+        yield* Effect.sleep(`${EventQueue.idleLinger + 200} millis`)
+        yield* queue.append("web", ran("c"))
+        yield* queue.drained
+        const [a, b, c] = fibers.map((f) => f.split(" ")[1])
+        assert.strictEqual(fibers.length, 3)
+        assert.strictEqual(b, a, "the task that came 50 ms later ran in the waiting worker")
+        assert.notStrictEqual(c, a, "after idleLinger the worker had ended: a new one ran the next task")
       }),
     ),
   )

@@ -730,6 +730,30 @@ describe("ProcessIONode", () => {
         }),
     )
 
+    it.scopedLive("an open that fails part-way (stderr, then stdin gone) closes the ends it opened", () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const io = yield* ProcessIO
+        const stdout = Path.join(dir, "p-stdout")
+        const stderr = Path.join(dir, "p-stderr")
+        const stdin = Path.join(dir, "p-stdin")
+        yield* Effect.scoped(io.open({ stdout, stderr, stdin, terminal: false })).pipe(Effect.ignore) // warm-up
+        const cycle = (missing: string) =>
+          Effect.gen(function* () {
+            const set = yield* io.create({ bundleDir: dir, processId: "p", stdin: true, terminal: false })
+            Fs.rmSync(missing)
+            const before = fdCount()
+            const failure = yield* Effect.flip(io.open(set))
+            assert.strictEqual(failure._tag, "System")
+            assert.include(failure.message, missing)
+            assert.strictEqual(fdCount(), before, `the ends opened before ${missing} are closed`)
+          }).pipe(Effect.scoped)
+        yield* cycle(stderr)
+        yield* cycle(stdin)
+        assert.deepStrictEqual(Fs.readdirSync(dir), [])
+      }).pipe(Effect.provide(live)),
+    )
+
     it.scopedLive("reattach without stdout or to a missing FIFO fails with a typed error", () =>
       Effect.gen(function* () {
         const dir = yield* tempDir

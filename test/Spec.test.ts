@@ -1037,3 +1037,38 @@ describe("validateProcess and validateResources", () => {
     }),
   )
 })
+
+describe("validateDecoded and decoding a decoded value", () => {
+  it.effect(
+    "validateDecoded checks as validate does and succeeds with an equal copy, which decode takes as is",
+    () =>
+      Effect.gen(function* () {
+        const spec = Spec.withEnv(base(), { A: "1" })
+        const valid = yield* Spec.validateDecoded(spec)
+        assert.notStrictEqual(valid, spec)
+        assert.deepStrictEqual(valid, spec)
+        assert.strictEqual(yield* Spec.decode(valid), valid)
+        // a value it did not produce is decoded into a copy, and a malformed one still fails
+        assert.notStrictEqual(yield* Spec.decode(spec), spec)
+        assert.strictEqual(
+          yield* failureMessage(Spec.validateDecoded(Spec.withArgs(spec, []))),
+          "process.args: must not be empty",
+        )
+      }),
+  )
+
+  it.effect("validateProcessDecoded's copy passes decodeProcess as is, but not decode", () =>
+    Effect.gen(function* () {
+      const process = Spec.processFrom(base(), { args: ["ls"] })
+      const valid = yield* Spec.validateProcessDecoded(process)
+      assert.notStrictEqual(valid, process)
+      assert.deepStrictEqual(valid, process)
+      assert.strictEqual(yield* Spec.decodeProcess(valid), valid)
+      assert.strictEqual(yield* failureMessage(Spec.decode(valid)), "ociVersion: is missing")
+      assert.strictEqual(
+        yield* failureMessage(Spec.validateProcessDecoded(Spec.withProcessCwd(process, "."))),
+        "process.cwd: must be an absolute path",
+      )
+    }),
+  )
+})

@@ -357,10 +357,18 @@ interface Fake {
   readonly service: Containerd.Service
   readonly filters: Array<ReadonlyArray<string>>
   readonly cancelled: () => number
+  /** Calls made through `events.forEach`. */
+  readonly viaForEach: () => number
 }
 
-/** A Containerd with only `namespace` and `events.subscribe`; call n gets `script[n]` (then a silent open stream). */
-const fakeContainerd = (script: ReadonlyArray<Stream.Stream<Envelope, ContainerdError>>): Fake => {
+/**
+ * A Containerd with only `namespace` and `events.subscribe` (and `events.forEach` over it when `withForEach`); call
+ * n gets `script[n]` (then a silent open stream).
+ */
+const fakeContainerd = (
+  script: ReadonlyArray<Stream.Stream<Envelope, ContainerdError>>,
+  withForEach = false,
+): Fake => {
   const filters: Array<ReadonlyArray<string>> = []
   let cancelled = 0
   const subscribe = (f: ReadonlyArray<string>): Stream.Stream<Envelope, ContainerdError> =>
@@ -376,14 +384,20 @@ const fakeContainerd = (script: ReadonlyArray<Stream.Stream<Envelope, Containerd
       )
     })
   const unused: ProxyHandler<object> = { get: () => Effect.die("unused") }
+  const forEach = (f: ReadonlyArray<string>, onEnvelope: (envelope: Envelope) => Effect.Effect<unknown>) =>
+    Effect.suspend(() => {
+      viaForEach++
+      return Stream.runForEach(subscribe(f), onEnvelope)
+    })
+  let viaForEach = 0
   const service = new Proxy(
-    { namespace, events: { subscribe } },
+    { namespace, events: withForEach ? { subscribe, forEach } : { subscribe } },
     {
       get: (target, property) =>
         property in target ? target[property as keyof typeof target] : new Proxy({}, unused),
     },
   ) as unknown as Containerd.Service
-  return { service, filters, cancelled: () => cancelled }
+  return { service, filters, cancelled: () => cancelled, viaForEach: () => viaForEach }
 }
 
 const unavailable = (): ContainerdError =>
@@ -468,6 +482,32 @@ describe("TaskEventsLive", () => {
       yield* Fiber.interrupt(fiber)
       assert.strictEqual(fake.cancelled(), 3)
     }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("subscribes through the layer's events.forEach when it has one, with the same items", () => {
+    const fake = fakeContainerd(
+      [
+        Stream.concat(Stream.make(packed(exit("a"))), Stream.fail(unavailable())),
+        Stream.concat(Stream.make(packed(exit("b")), packed(exit("c"))), Stream.never),
+      ],
+      true,
+    )
+    return Effect.gen(function* () {
+      const { fiber, items } = yield* collect(yield* liveService(fake))
+      yield* eventually(() => items.length === 2)
+      yield* TestClock.adjust("121 millis")
+      yield* eventually(() => items.length === 5)
+      assert.deepStrictEqual(items, [
+        { _tag: "Subscribed", attempt: 1, confirmed: true },
+        { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("a") },
+        { _tag: "Subscribed", attempt: 2, confirmed: true },
+        { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("b") },
+        { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("c") },
+      ])
+      assert.strictEqual(fake.viaForEach(), 2, "every call went through forEach")
+      yield* Fiber.interrupt(fiber)
+      assert.strictEqual(fake.cancelled(), 2)
+    }).pipe(Effect.provide(captureLogs().layer))
   })
 
   it.effect(
@@ -604,6 +644,75 @@ describe("TaskEventsLive", () => {
       const exit = yield* Fiber.await(fiber)
       assert.strictEqual(fake.filters.length, 2)
       assert.deepStrictEqual(exit, Exit.fail(new System({ message: "second" })))
+    }).pipe(Effect.provide(captureLogs().layer))
+  })
+})
+
+describe("TaskEventsLive.follow", () => {
+  it.effect(
+    "hands its handler what the stream emits, in order, across resubscriptions, and fails as it does",
+    () => {
+      const fake = fakeContainerd([
+        Stream.concat(Stream.make(packed(exit("a")), packed(exit("b"))), Stream.fail(unavailable())),
+        Stream.fail(new System({ message: "second" })),
+      ])
+      return Effect.gen(function* () {
+        const follow = yield* TaskEventsLive.follow(fake.service, { retry: Schedule.recurs(2) })
+        const items: Array<TaskEventsItem> = []
+        const fiber = yield* Effect.fork(
+          follow((item) =>
+            Effect.sync(() => {
+              items.push(item)
+            }),
+          ),
+        )
+        yield* eventually(() => items.length === 3)
+        // recurs(2): two more calls, each after the 10 ms floor; the second fails at once (not live, no
+        // marker), the third stays open and settles
+        yield* TestClock.adjust("10 millis")
+        yield* eventually(() => fake.filters.length === 2)
+        yield* TestClock.adjust("10 millis")
+        yield* eventually(() => fake.filters.length === 3)
+        yield* TestClock.adjust("199 millis")
+        yield* eventually(() => false, 100)
+        assert.strictEqual(items.length, 3, "no marker before the settle time")
+        yield* TestClock.adjust("1 millis")
+        yield* eventually(() => items.length === 4)
+        assert.deepStrictEqual(items, [
+          { _tag: "Subscribed", attempt: 1, confirmed: true },
+          { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("a") },
+          { _tag: "TaskEventEnvelope", topic: "/tasks/exit", namespace, timestamp: at, event: exit("b") },
+          { _tag: "Subscribed", attempt: 3, confirmed: false },
+        ])
+        yield* Fiber.interrupt(fiber)
+        assert.strictEqual(fake.cancelled(), 3, "interruption cancels the open call")
+        const invalid = yield* Effect.flip(TaskEventsLive.follow(fake.service, { namespace: "a/b" }))
+        assert.strictEqual(invalid._tag, "InvalidParameter")
+        const failing = fakeContainerd([
+          Stream.fail(unavailable()),
+          Stream.fail(new System({ message: "last" })),
+        ])
+        const ended = yield* Effect.fork(
+          (yield* TaskEventsLive.follow(failing.service, { retry: Schedule.recurs(1) }))(() => Effect.void),
+        )
+        yield* eventually(() => failing.filters.length === 1)
+        yield* TestClock.adjust("10 millis")
+        assert.deepStrictEqual(yield* Fiber.await(ended), Exit.fail(new System({ message: "last" })))
+      }).pipe(Effect.provide(captureLogs().layer))
+    },
+  )
+
+  it.effect("a handler that dies on the settle marker ends it with that defect and cancels the call", () => {
+    const fake = fakeContainerd([])
+    return Effect.gen(function* () {
+      const follow = yield* TaskEventsLive.follow(fake.service)
+      const fiber = yield* Effect.fork(follow(() => Effect.die("handler bug")))
+      yield* eventually(() => fake.filters.length === 1)
+      yield* TestClock.adjust("200 millis")
+      const exit = yield* Fiber.await(fiber)
+      assert.deepStrictEqual(exit, Exit.die("handler bug"))
+      assert.strictEqual(fake.cancelled(), 1)
+      assert.strictEqual(fake.filters.length, 1, "a defect is not retried")
     }).pipe(Effect.provide(captureLogs().layer))
   })
 })

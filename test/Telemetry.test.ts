@@ -5,6 +5,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import * as Spec from "../src/domain/Spec.js"
+import { NotFound } from "../src/errors/ContainerdError.js"
 import * as Telemetry from "../src/internal/telemetry.js"
 import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
 import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
@@ -137,6 +138,29 @@ describe("telemetry", () => {
       assert.isTrue(Option.isSome(Option.fromNullable(duration.max)))
       assert.strictEqual((yield* Metric.value(Telemetry.reconnects)).count - reconnectsBefore, 1)
     }),
+  )
+
+  it.effect(
+    "an operation counts however it ends, a typed failure under its tag, with the fiber's metric labels",
+    () =>
+      Effect.gen(function* () {
+        const probe = Telemetry.measured("telemetry-ends")
+        yield* Effect.exit(probe(Effect.fail(new NotFound({ message: "gone" }))))
+        yield* Effect.exit(probe(Effect.fail("not a ContainerdError")))
+        yield* Effect.exit(probe(Effect.die("a defect")))
+        yield* Effect.exit(probe(Effect.interrupt))
+        yield* probe(Effect.void)
+        const labelled = { operation: "telemetry-ends", tenant: "a" }
+        assert.strictEqual(yield* counter(Telemetry.operations, labelled), 5)
+        assert.strictEqual(
+          yield* counter(Telemetry.failures, { operation: "telemetry-ends", error: "NotFound", tenant: "a" }),
+          1,
+        )
+        assert.strictEqual(
+          yield* counter(Telemetry.failures, { operation: "telemetry-ends", error: "other", tenant: "a" }),
+          1,
+        )
+      }).pipe(Effect.tagMetrics("tenant", "a")),
   )
 
   it.live("an operation's duration is measured from its start to its end", () =>

@@ -415,15 +415,31 @@ const formatPath = (root: string, path: ReadonlyArray<PropertyKey>): string => {
   return out
 }
 
-const decoder =
-  <A>(schema: Schema.Schema<A>, root: string) =>
-  (u: unknown): Effect.Effect<A, InvalidParameter> => {
-    const result = Schema.decodeUnknownEither(schema)(u)
-    if (Either.isRight(result)) return Effect.succeed(result.right)
+/**
+ * A decoder that remembers what it produced and hands such a value back as is when asked to decode it again.
+ *
+ * That is the same answer as a second decode, whose only cost would be a copy: these schemas check and never
+ * transform, so decoding a decoded value yields an equal one; the decoded tree is fresh (only fields no schema
+ * names are shared with the input, and nothing checks those), and its types are readonly, so only a cast can
+ * change it afterwards. The client validates a spec and then sends the decoded copy, which the `Containerd` layers
+ * decode again: that second decode is now free. Each decoder has its own set: a value decoded as a `Process` does
+ * not pass as a `Spec`.
+ */
+const decoder = <A>(schema: Schema.Schema<A>, root: string) => {
+  const decoded = new WeakSet<object>()
+  const decodeEither = Schema.decodeUnknownEither(schema)
+  return (u: unknown): Effect.Effect<A, InvalidParameter> => {
+    if (typeof u === "object" && u !== null && decoded.has(u)) return Effect.succeed(u as A)
+    const result = decodeEither(u)
+    if (Either.isRight(result)) {
+      if (typeof result.right === "object" && result.right !== null) decoded.add(result.right)
+      return Effect.succeed(result.right)
+    }
     const issue = ParseResult.ArrayFormatter.formatErrorSync(result.left)[0]
     const path = formatPath(root, issue?.path ?? [])
     return Effect.fail(invalidField(path === "" ? "spec" : path, issue?.message ?? "is malformed"))
   }
+}
 
 /** Decodes a spec (one a user passed, or JSON read back from containerd); the error names the malformed field. */
 export const decode: (u: unknown) => Effect.Effect<Spec, InvalidParameter> = decoder(Spec, "")
@@ -1083,15 +1099,19 @@ function* specProblems(spec: Spec): Generator<Problem | undefined> {
   }
 }
 
+/** Decodes and checks a value; succeeds with the decoded copy, or with the value itself when `same`. */
 const validator =
   <A>(
     decodeValue: (u: unknown) => Effect.Effect<A, InvalidParameter>,
     problems: (a: A) => Iterable<Problem | undefined>,
+    same: boolean,
   ) =>
   (value: A): Effect.Effect<A, InvalidParameter> =>
     Effect.flatMap(decodeValue(value), (decoded) => {
       const problem = first(problems(decoded))
-      return problem === undefined ? Effect.succeed(value) : Effect.fail(invalidField(...problem))
+      return problem === undefined
+        ? Effect.succeed(same ? value : decoded)
+        : Effect.fail(invalidField(...problem))
     })
 
 /**
@@ -1100,17 +1120,40 @@ const validator =
  * memory, quota and pids), valid ids, known and distinct namespaces, user
  * namespace and id mappings together. The error names the offending field.
  */
-export const validate: (spec: Spec) => Effect.Effect<Spec, InvalidParameter> = validator(decode, specProblems)
+export const validate: (spec: Spec) => Effect.Effect<Spec, InvalidParameter> = validator(
+  decode,
+  specProblems,
+  true,
+)
+
+/**
+ * `validate`, succeeding with the decoded copy instead of the spec itself: for a caller that sends the spec on,
+ * since `decode` takes that copy as is (the client's `create`).
+ */
+export const validateDecoded: (spec: Spec) => Effect.Effect<Spec, InvalidParameter> = validator(
+  decode,
+  specProblems,
+  false,
+)
+
+const execProblems = (p: Process) => processProblems(p, "process")
 
 /** Checks an exec's process spec (well-formed, args, absolute cwd, ids, env entries); the error names the field. */
 export const validateProcess: (process: Process) => Effect.Effect<Process, InvalidParameter> = validator(
   decodeProcess,
-  (p) => processProblems(p, "process"),
+  execProblems,
+  true,
 )
+
+/** `validateProcess`, succeeding with the decoded copy, which `decodeProcess` takes as is (the client's `exec`). */
+export const validateProcessDecoded: (process: Process) => Effect.Effect<Process, InvalidParameter> =
+  validator(decodeProcess, execProblems, false)
 
 /** Checks a task update's resources (well-formed, positive limits, `-1` for none); the error names the field. */
 export const validateResources: (
   resources: LinuxResources,
-) => Effect.Effect<LinuxResources, InvalidParameter> = validator(decodeResources, (r) =>
-  resourceProblems(r, "resources"),
+) => Effect.Effect<LinuxResources, InvalidParameter> = validator(
+  decodeResources,
+  (r) => resourceProblems(r, "resources"),
+  true,
 )

@@ -2,9 +2,13 @@
  * Per-key ordered dispatch (the seed's `queue.Queue`): tasks appended under
  * one key run one at a time in append order; different keys run concurrently.
  *
- * A key that has tasks gets one worker fiber, which runs them back to back
- * and ends — forgetting the key — when its queue stays empty across one
- * yield to the scheduler. Appending is
+ * A key that has tasks gets one worker fiber, which runs them back to back.
+ * Once its queue is empty the worker waits for the key's next task, up to
+ * `idleLinger`, and then ends — forgetting the key — in the same synchronous
+ * step that finds the queue still empty: an append either finds the key (and
+ * wakes or feeds its worker) or starts a new worker. Events of one container
+ * come in runs (a task's create and start, a pause and its resume, an exec's
+ * events), so a waiting worker saves a fiber per event. Appending is
  * synchronous bookkeeping (no fiber, no Effect per task beyond the task
  * itself). A failing or defecting task is logged with its key and the worker
  * goes on with the next one. Closing the scope interrupts the workers; tasks
@@ -21,16 +25,25 @@ export interface EventQueue {
   readonly append: (key: string, task: Effect.Effect<void, unknown>) => Effect.Effect<void>
   /** `append` without the Effect wrapper, for callers already in synchronous code. */
   readonly unsafeAppend: (key: string, task: Effect.Effect<void, unknown>) => void
-  /** How many keys have queued or running tasks. */
+  /** How many keys have queued or running tasks (a worker waiting for its key's next task does not count). */
   readonly activeKeys: Effect.Effect<number>
   /** Waits until no key has queued or running tasks. */
   readonly drained: Effect.Effect<void>
 }
 
-/** A FIFO of tasks that reuses its array once drained. */
+/** How long a worker whose queue ran empty waits for its key's next task before it ends. */
+export const idleLinger = 1000
+
+/** A FIFO of tasks that reuses its array once drained, and the state of the key's worker. */
 class Tasks {
   items: Array<Effect.Effect<void, unknown> | undefined> = []
   head = 0
+  /** Whether the queue is empty and no task runs (the worker waits, or is about to). */
+  idle = false
+  /** Set while the worker waits: hands it the next task at once. */
+  wake: (() => void) | undefined = undefined
+  /** Set when the worker waited `idleLinger` without a task: it ends unless a task came meanwhile. */
+  expired = false
   push(task: Effect.Effect<void, unknown>): void {
     this.items.push(task)
   }
@@ -50,12 +63,35 @@ class Tasks {
   }
 }
 
-const linger: Effect.Effect<void> = Effect.yieldNow()
+/** Waits for the key's next task, up to `idleLinger` (then marks the queue expired). */
+const awaitTask = (tasks: Tasks): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    // a task may have come while the worker went from finding its queue empty to here
+    if (!tasks.idle) return resume(Effect.void)
+    const timer = setTimeout(() => {
+      tasks.wake = undefined
+      tasks.expired = true
+      resume(Effect.void)
+    }, idleLinger)
+    // a waiting worker does not keep the process alive
+    timer.unref()
+    tasks.wake = () => {
+      tasks.wake = undefined
+      clearTimeout(timer)
+      resume(Effect.void)
+    }
+    return Effect.sync(() => {
+      tasks.wake = undefined
+      clearTimeout(timer)
+    })
+  })
 
 /** A queue whose workers live in the current scope. */
 export const make: Effect.Effect<EventQueue, never, Scope.Scope> = Effect.gen(function* () {
   const run = yield* FiberSet.makeRuntime<never, void, never>()
   const queues = new Map<string, Tasks>()
+  // keys with queued or running tasks
+  let busy = 0
   let idleWaiters: Array<() => void> = []
   let closed = false
 
@@ -66,16 +102,12 @@ export const make: Effect.Effect<EventQueue, never, Scope.Scope> = Effect.gen(fu
     for (const wake of waiters) wake()
   }
 
-  const forget = (key: string): void => {
-    queues.delete(key)
-    if (queues.size === 0) wakeIdle()
-  }
-
   // Runs before the fiber set interrupts the workers: later appends are dropped, waiters released.
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
       closed = true
       queues.clear()
+      busy = 0
       wakeIdle()
     }),
   )
@@ -88,26 +120,24 @@ export const make: Effect.Effect<EventQueue, never, Scope.Scope> = Effect.gen(fu
   const worker = (key: string, tasks: Tasks): Effect.Effect<void> => {
     const onFailure = report(key)
     let current: Effect.Effect<void, unknown> | undefined
-    let lingered = false
     return Effect.whileLoop({
       // Deciding to stop and forgetting the key happen in one synchronous step,
       // so an append either sees the key (and its worker takes the task) or starts a new worker.
-      // An emptied queue first yields once, so that an appender producing a burst refills it
-      // instead of paying for a new worker per event.
       while: () => {
         current = tasks.shift()
         if (current !== undefined) {
-          lingered = false
+          tasks.expired = false
           return true
         }
-        if (!lingered) {
-          lingered = true
-          return true
+        if (!tasks.idle) {
+          tasks.idle = true
+          if (--busy === 0) wakeIdle()
         }
-        forget(key)
+        if (!tasks.expired) return true
+        queues.delete(key)
         return false
       },
-      body: () => (current === undefined ? linger : Effect.catchAllCause(current, onFailure)),
+      body: () => (current === undefined ? awaitTask(tasks) : Effect.catchAllCause(current, onFailure)),
       step: () => {},
     })
   }
@@ -117,20 +147,26 @@ export const make: Effect.Effect<EventQueue, never, Scope.Scope> = Effect.gen(fu
     const tasks = queues.get(key)
     if (tasks !== undefined) {
       tasks.push(task)
+      if (tasks.idle) {
+        tasks.idle = false
+        busy++
+        tasks.wake?.()
+      }
       return
     }
     const fresh = new Tasks()
     fresh.push(task)
     queues.set(key, fresh)
+    busy++
     run(worker(key, fresh), { immediate: false })
   }
 
   return {
     append: (key, task) => Effect.sync(() => unsafeAppend(key, task)),
     unsafeAppend,
-    activeKeys: Effect.sync(() => queues.size),
+    activeKeys: Effect.sync(() => busy),
     drained: Effect.async<void>((resume) => {
-      if (queues.size === 0) return resume(Effect.void)
+      if (busy === 0) return resume(Effect.void)
       const wake = () => resume(Effect.void)
       idleWaiters.push(wake)
       return Effect.sync(() => {

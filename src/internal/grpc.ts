@@ -73,10 +73,50 @@ export const serverStream = <Req, Res>(
     ),
   )
 
+/**
+ * A server-streaming call run to its end, handing each message to `onMessage` in order: the call is paused while
+ * `onMessage` runs. It fails as `serverStream` does; its end, failure or interruption cancels the call. The same
+ * call as `serverStream`, for a consumer that needs no Stream (which costs its machinery on every message).
+ */
+export const serverStreamForEach = <Req, Res>(
+  client: Grpc.Client,
+  method: Method<Req, Res>,
+  request: Req,
+  metadata: Grpc.Metadata,
+  onMessage: (message: Res) => Effect.Effect<unknown>,
+  options: Grpc.CallOptions = {},
+): Effect.Effect<void, ContainerdError> =>
+  Effect.acquireUseRelease(
+    Effect.sync(() =>
+      client.makeServerStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        metadata,
+        options,
+      ),
+    ),
+    (call) => {
+      const next = readMessages<Res>(call)
+      const loop: Effect.Effect<void, ContainerdError> = Effect.matchEffect(next, {
+        onFailure: (failure) => (Option.isNone(failure) ? Effect.void : Effect.fail(failure.value)),
+        onSuccess: (message) => Effect.flatMap(onMessage(message), () => loop),
+      })
+      return loop
+    },
+    (call) => Effect.sync(() => call.cancel()),
+  )
+
 /** Reads an object-mode readable one message at a time, honouring back-pressure. */
 const pullReadable = <A>(
   readable: NodeJS.ReadableStream & { read(): unknown },
-): Stream.Stream<A, ContainerdError> => {
+): Stream.Stream<A, ContainerdError> => Stream.repeatEffectOption(readMessages<A>(readable))
+
+/** The next message of an object-mode readable, waiting for one; fails with `None` at its end. */
+const readMessages = <A>(
+  readable: NodeJS.ReadableStream & { read(): unknown },
+): Effect.Effect<A, Option.Option<ContainerdError>> => {
   let ended = false
   let failure: ContainerdError | undefined
   let wake: (() => void) | undefined
@@ -109,7 +149,7 @@ const pullReadable = <A>(
       next,
     )
   })
-  return Stream.repeatEffectOption(next)
+  return next
 }
 
 /** A bidirectional call driven strictly request → response (containerd's Content.Write). */

@@ -3,12 +3,16 @@
  * `Libcontainerd.<operation>` with the container id, process id and
  * namespace as attributes; these metrics count and time the same operations.
  */
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricKey from "effect/MetricKey"
 import type * as MetricKeyType from "effect/MetricKeyType"
 import * as MetricLabel from "effect/MetricLabel"
+import * as Option from "effect/Option"
 import { isContainerdError } from "../errors/ContainerdError.js"
 
 const operationsKey = MetricKey.counter("effect_containerd_operations_total", {
@@ -93,27 +97,29 @@ const failureCounter = (metrics: Tagged, operation: string, tag: string) => {
   return counter
 }
 
-/** Counts, times and tags one operation's run. */
+/**
+ * Counts, times and tags one operation's run: a typed failure counts under its tag, then the run counts and its
+ * duration is recorded, whatever the end (interruption included). The updates happen in one synchronous step at the
+ * end, with the fiber's metric labels of that moment (what `Metric.update` would read).
+ */
 export const measured = (operation: string) => {
   const metrics = tagged(operation)
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.suspend(() => {
+    Effect.withFiberRuntime((fiber) => {
       const start = performance.now()
-      return effect.pipe(
-        Effect.tapError((error) =>
-          Metric.increment(
-            failureCounter(metrics, operation, isContainerdError(error) ? error._tag : "other"),
-          ),
-        ),
-        // suspended: the duration is read when the operation ends, not when it is built
-        Effect.ensuring(
-          Effect.suspend(() =>
-            Effect.zipRight(
-              Metric.increment(metrics.operations),
-              Metric.update(metrics.duration, performance.now() - start),
-            ),
-          ),
-        ),
+      return Effect.onExit(effect, (exit) =>
+        Effect.sync(() => {
+          const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+          if (Exit.isFailure(exit)) {
+            const error = Cause.failureOption(exit.cause)
+            if (Option.isSome(error)) {
+              const tag = isContainerdError(error.value) ? error.value._tag : "other"
+              failureCounter(metrics, operation, tag).unsafeUpdate(1, labels)
+            }
+          }
+          metrics.operations.unsafeUpdate(1, labels)
+          metrics.duration.unsafeUpdate(performance.now() - start, labels)
+        }),
       )
     })
 }

@@ -15,7 +15,7 @@ import * as Grpc from "@grpc/grpc-js"
 import * as Config from "effect/Config"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
+import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
@@ -26,7 +26,10 @@ import {
   type Container as PbContainer,
   ContainersService,
 } from "../../generated/containerd/services/containers/v1/containers.js"
-import { EventsService } from "../../generated/containerd/services/events/v1/events.js"
+import {
+  type Envelope as PbEnvelope,
+  EventsService,
+} from "../../generated/containerd/services/events/v1/events.js"
 import { type Image as PbImage, ImagesService } from "../../generated/containerd/services/images/v1/images.js"
 import { LeasesService } from "../../generated/containerd/services/leases/v1/leases.js"
 import { TasksService } from "../../generated/containerd/services/tasks/v1/tasks.js"
@@ -167,6 +170,13 @@ const fromContainerInput = (
     return { container, spec }
   })
 
+const toEnvelope = (e: PbEnvelope): T.Envelope => ({
+  timestamp: e.timestamp,
+  namespace: e.namespace,
+  topic: e.topic,
+  event: e.event === undefined ? undefined : { typeUrl: e.event.typeUrl, value: e.event.value },
+})
+
 const toImage = (image: PbImage | undefined): Effect.Effect<T.Image, ContainerdError> =>
   image?.target === undefined
     ? Effect.fail(new System({ message: "containerd answered without an image target" }))
@@ -196,21 +206,23 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     }
     return metadata.clone()
   }
-  const metadata: Effect.Effect<Grpc.Metadata> = Effect.zipWith(
-    FiberRef.get(currentNamespace),
-    FiberRef.get(currentLease),
-    (namespace, lease) =>
-      metadataFor(
-        Option.getOrElse(namespace, () => defaultNamespace),
-        lease,
-      ),
+  /** The calling fiber's metadata: its namespace (else the default) and lease. */
+  const metadataOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Grpc.Metadata => {
+    const namespace = fiber.getFiberRef(currentNamespace)
+    return metadataFor(
+      Option.isSome(namespace) ? namespace.value : defaultNamespace,
+      fiber.getFiberRef(currentLease),
+    )
+  }
+  const metadata: Effect.Effect<Grpc.Metadata> = Effect.withFiberRuntime((fiber) =>
+    Effect.succeed(metadataOf(fiber)),
   )
 
   const unary = <Req, Res>(
     method: Call.Method<Req, Res>,
     request: Req,
   ): Effect.Effect<Res, ContainerdError> =>
-    Effect.flatMap(metadata, (md) => Call.unary(client, method, request, md))
+    Effect.withFiberRuntime((fiber) => Call.unary(client, method, request, metadataOf(fiber)))
 
   const serverStream = <Req, Res>(
     method: Call.Method<Req, Res>,
@@ -538,12 +550,17 @@ export const makeWithClient = (client: Grpc.Client, defaultNamespace: string): C
     },
     events: {
       subscribe: (filters) =>
-        Stream.map(serverStream(EventsService.subscribe, { filters: [...filters] }), (e) => ({
-          timestamp: e.timestamp,
-          namespace: e.namespace,
-          topic: e.topic,
-          event: e.event === undefined ? undefined : { typeUrl: e.event.typeUrl, value: e.event.value },
-        })),
+        Stream.map(serverStream(EventsService.subscribe, { filters: [...filters] }), toEnvelope),
+      forEach: (filters, onEnvelope) =>
+        Effect.withFiberRuntime((fiber) =>
+          Call.serverStreamForEach(
+            client,
+            EventsService.subscribe,
+            { filters: [...filters] },
+            metadataOf(fiber),
+            (e) => onEnvelope(toEnvelope(e)),
+          ),
+        ),
     },
   }
 }

@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -28,7 +29,7 @@ import * as Stream from "effect/Stream"
 import * as Supervisor from "effect/Supervisor"
 import type { EventInfo, EventType, ProcessedEvent } from "../domain/Event.js"
 import { initProcessName } from "../domain/Event.js"
-import type { TaskEvent } from "../domain/TaskEvent.js"
+import type { TaskEvent, TaskEventsItem } from "../domain/TaskEvent.js"
 import * as Spec from "../domain/Spec.js"
 import * as Stats from "../domain/Stats.js"
 import type { Descriptor, ProcessRecord, RuncOptions, Timestamp } from "../domain/Types.js"
@@ -44,7 +45,13 @@ import * as Checkpoint from "../internal/checkpoint.js"
 import * as EventQueue from "../internal/eventQueue.js"
 import * as Telemetry from "../internal/telemetry.js"
 import * as TaskEventsLive from "./TaskEventsLive.js"
-import { Containerd, leased, validateIdentifier, withNamespace } from "../services/Containerd.js"
+import {
+  Containerd,
+  currentNamespace,
+  leased,
+  validateIdentifier,
+  withNamespace,
+} from "../services/Containerd.js"
 import { type AttachStdio, Libcontainerd, type StartOptions, type Status } from "../services/Libcontainerd.js"
 import { type DirectIO, ProcessIO } from "../services/ProcessIO.js"
 import { TaskEvents } from "../services/TaskEvents.js"
@@ -180,9 +187,19 @@ export const make = (options: Options) =>
     })
     const runtime = options.runtime ?? defaultRuntime
     const inNamespace = withNamespace(namespace)
-    /** Runs a Containerd call in the client's namespace. */
+    const ownNamespace = Option.some(namespace)
+    /**
+     * Runs a Containerd call in the client's namespace. A call uses the fiber's namespace override, else the
+     * service's default; when that is the client's namespace already (the usual case: the client takes the
+     * `Containerd` layer's), the call runs as it is, without an override of its own (a FiberRef swap per RPC).
+     */
     const call = <A>(effect: Effect.Effect<A, ContainerdError>): Effect.Effect<A, ContainerdError> =>
-      inNamespace(effect)
+      Effect.withFiberRuntime((fiber) => {
+        const override = fiber.getFiberRef(currentNamespace)
+        return (Option.isSome(override) ? override.value : containerd.namespace) === namespace
+          ? effect
+          : Effect.locally(effect, currentNamespace, ownNamespace)
+      })
 
     const containers = new Map<string, ContainerEntry>()
     const events = yield* PubSub.unbounded<ProcessedEvent>()
@@ -248,6 +265,25 @@ export const make = (options: Options) =>
         ),
       )
 
+    /**
+     * `Effect.onError` for a step of an operation that runs uninterruptibly (inside the operation's
+     * `uninterruptibleMask`, outside `restore`): there a failure handler runs on every failure, interruption of a
+     * restored part included, so the step needs no mask of its own, which `onError` adds to every call.
+     */
+    const onFailureMasked =
+      <E, R2>(undo: (cause: Cause.Cause<E>) => Effect.Effect<unknown, never, R2>) =>
+      <A, E1 extends E, R>(effect: Effect.Effect<A, E1, R>): Effect.Effect<A, E1, R | R2> =>
+        Effect.tapErrorCause(effect, undo)
+
+    /** `Effect.ensuring` for a step that runs uninterruptibly, as `onFailureMasked`. */
+    const ensuringMasked =
+      (finalizer: Effect.Effect<unknown>) =>
+      <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+        Effect.matchCauseEffect(effect, {
+          onFailure: (cause) => Effect.zipRight(finalizer, Effect.failCause(cause)),
+          onSuccess: (a) => Effect.as(finalizer, a),
+        })
+
     /** Runs `effect` in a process's scope, and closes that scope when it fails. */
     const ownedBy =
       (scope: Scope.CloseableScope) =>
@@ -258,35 +294,45 @@ export const make = (options: Options) =>
         )
 
     /**
-     * Makes a process's FIFOs and opens them in a fresh scope of its own, runs
-     * `attachStdio` there. The scope is closed on failure.
+     * Makes a process's FIFOs and opens them in a fresh scope of its own, runs `attachStdio` there; all of it
+     * interruptibly, through the operation's `restore` (this runs inside its `uninterruptibleMask`). On failure the
+     * scope is closed, then `undo` runs.
      */
     const prepareProcess = <E, R>(
+      restore: <A, E2, R2>(effect: Effect.Effect<A, E2, R2>) => Effect.Effect<A, E2, R2>,
       entry: ContainerEntry,
       processId: string,
       withStdin: boolean,
       terminal: boolean,
       execId: string,
       attachStdio: AttachStdio<E, R> | undefined,
+      undo: Effect.Effect<void>,
     ) =>
-      Effect.gen(function* () {
-        const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
+      Effect.flatMap(Scope.fork(clientScope, ExecutionStrategy.sequential), (scope) => {
         const { uid, gid } = specUser(entry.spec)
-        const io = yield* Effect.gen(function* () {
-          const set = yield* processIO.create({
-            bundleDir: entry.bundleDir,
-            processId,
-            stdin: withStdin,
-            terminal,
-            ...(uid === 0 ? {} : { uid }),
-            ...(gid === 0 ? {} : { gid }),
-          })
-          const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
-          const readersDone = yield* attach(attachStdio, io, processId)
-          return { io, readersDone }
-        }).pipe(ownedBy(scope))
-        const exited = yield* Deferred.make<void>()
-        return { scope, io: io.io, readersDone: io.readersDone, exited }
+        return restore(
+          Effect.gen(function* () {
+            const set = yield* processIO.create({
+              bundleDir: entry.bundleDir,
+              processId,
+              stdin: withStdin,
+              terminal,
+              ...(uid === 0 ? {} : { uid }),
+              ...(gid === 0 ? {} : { gid }),
+            })
+            const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
+            const readersDone = yield* attach(attachStdio, io, processId)
+            return { io, readersDone }
+          }).pipe(Scope.extend(scope)),
+        ).pipe(
+          onFailureMasked((cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), undo)),
+          Effect.map(({ io, readersDone }) => ({
+            scope,
+            io,
+            readersDone,
+            exited: Deferred.unsafeMake<void>(FiberId.none),
+          })),
+        )
       })
 
     /**
@@ -362,7 +408,7 @@ export const make = (options: Options) =>
         Effect.gen(function* () {
           yield* validateIdentifier("id", id)
           if (containers.has(id)) return yield* new Conflict({ message: "id already in use" })
-          const valid = yield* restore(Spec.validate(spec))
+          const valid = yield* restore(Spec.validateDecoded(spec))
           const bundleDir = Path.join(stateDir, id)
           const entry: ContainerEntry = {
             id,
@@ -372,7 +418,7 @@ export const make = (options: Options) =>
             task: undefined,
             execs: new Map(),
             oomKilled: false,
-            execStarts: yield* Effect.makeSemaphore(1),
+            execStarts: Effect.unsafeMakeSemaphore(1),
           }
           containers.set(id, entry)
           const madeDir = !Fs.existsSync(bundleDir)
@@ -400,7 +446,7 @@ export const make = (options: Options) =>
                 },
               }),
             ).pipe(
-              Effect.onError((cause) =>
+              onFailureMasked((cause: Cause.Cause<ContainerdError>) =>
                 // unless the id was taken already, the daemon may have made the container before the failure reached us
                 Cause.failureOption(cause).pipe(
                   Option.filter((e) => e._tag === "Conflict"),
@@ -411,7 +457,7 @@ export const make = (options: Options) =>
                 ),
               ),
             )
-          }).pipe(Effect.onError(() => undo))
+          }).pipe(onFailureMasked(() => undo))
           entry.phase = "ready"
         }),
       ).pipe(span("create", { "container.id": id }))
@@ -464,21 +510,17 @@ export const make = (options: Options) =>
             return yield* new Conflict({ message: "container already started" })
           }
           entry.phase = "starting"
-          const prepared = yield* restore(
-            prepareProcess(
-              entry,
-              initProcessName,
-              startOptions.withStdin ?? false,
-              entry.spec.process?.terminal ?? false,
-              "",
-              startOptions.attachStdio,
-            ),
-          ).pipe(
-            Effect.onError(() =>
-              Effect.sync(() => {
-                entry.phase = "ready"
-              }),
-            ),
+          const prepared = yield* prepareProcess(
+            restore,
+            entry,
+            initProcessName,
+            startOptions.withStdin ?? false,
+            entry.spec.process?.terminal ?? false,
+            "",
+            startOptions.attachStdio,
+            Effect.sync(() => {
+              entry.phase = "ready"
+            }),
           )
           const { uid, gid } = specUser(entry.spec)
           const taskOptions: RuncOptions = {
@@ -498,7 +540,7 @@ export const make = (options: Options) =>
             }),
           ).pipe(
             // the daemon may have made the task before the failure reached us (interruption right after the call)
-            Effect.onError(() =>
+            onFailureMasked(() =>
               Effect.all([
                 forceDeleteTask(id),
                 abandonProcess(prepared),
@@ -513,7 +555,7 @@ export const make = (options: Options) =>
           entry.oomKilled = false
           yield* prepared.io.processCreated
           const started = yield* restore(call(containerd.tasks.start({ containerId: id }))).pipe(
-            Effect.onError(() =>
+            onFailureMasked(() =>
               Effect.gen(function* () {
                 yield* forceDeleteTask(id)
                 entry.task = undefined
@@ -538,69 +580,66 @@ export const make = (options: Options) =>
           if (processId === initProcessName || processId === containerId || entry.execs.has(processId)) {
             return yield* new Conflict({ message: "id already in use" })
           }
-          const spec = yield* Spec.validateProcess(processSpec)
+          const spec = yield* Spec.validateProcessDecoded(processSpec)
           entry.execs.set(processId, "pending")
           const unreserve = Effect.sync(() => {
             if (entry.execs.get(processId) === "pending") entry.execs.delete(processId)
           })
-          const prepared = yield* restore(
-            prepareProcess(
-              entry,
-              processId,
-              execOptions.withStdin ?? false,
-              spec.terminal ?? false,
-              processId,
-              execOptions.attachStdio,
-            ),
-          ).pipe(Effect.onError(() => unreserve))
+          const prepared = yield* prepareProcess(
+            restore,
+            entry,
+            processId,
+            execOptions.withStdin ?? false,
+            spec.terminal ?? false,
+            processId,
+            execOptions.attachStdio,
+            unreserve,
+          )
           yield* restore(entry.execStarts.take(1)).pipe(
-            Effect.onError(() => Effect.zipRight(abandonProcess(prepared), unreserve)),
+            onFailureMasked(() => Effect.zipRight(abandonProcess(prepared), unreserve)),
           )
-          return yield* Effect.ensuring(
-            Effect.gen(function* () {
-              yield* call(
-                containerd.tasks.exec({
-                  containerId,
-                  execId: processId,
-                  stdin: prepared.io.set.stdin ?? "",
-                  stdout: prepared.io.set.stdout,
-                  stderr: prepared.io.set.stderr ?? "",
-                  terminal: prepared.io.set.terminal,
-                  spec,
+          return yield* Effect.gen(function* () {
+            yield* call(
+              containerd.tasks.exec({
+                containerId,
+                execId: processId,
+                stdin: prepared.io.set.stdin ?? "",
+                stdout: prepared.io.set.stdout,
+                stderr: prepared.io.set.stderr ?? "",
+                terminal: prepared.io.set.terminal,
+                spec,
+              }),
+            ).pipe(
+              onFailureMasked(() =>
+                Effect.all([
+                  // a created exec that never started is deleted without kill or wait
+                  call(containerd.tasks.deleteProcess({ containerId, execId: processId })).pipe(
+                    Effect.ignore,
+                    Effect.uninterruptible,
+                  ),
+                  abandonProcess(prepared),
+                  unreserve,
+                ]),
+              ),
+            )
+            const process: ProcessEntry = { processId, pid: 0, ...prepared }
+            entry.execs.set(processId, process)
+            const started = yield* restore(
+              call(containerd.tasks.start({ containerId, execId: processId })),
+            ).pipe(
+              onFailureMasked(() =>
+                Effect.gen(function* () {
+                  yield* forceDeleteProcess(containerId, processId)
+                  entry.execs.delete(processId)
+                  yield* releaseProcess(process)
                 }),
-              ).pipe(
-                Effect.onError(() =>
-                  Effect.all([
-                    // a created exec that never started is deleted without kill or wait
-                    call(containerd.tasks.deleteProcess({ containerId, execId: processId })).pipe(
-                      Effect.ignore,
-                      Effect.uninterruptible,
-                    ),
-                    abandonProcess(prepared),
-                    unreserve,
-                  ]),
-                ),
-              )
-              const process: ProcessEntry = { processId, pid: 0, ...prepared }
-              entry.execs.set(processId, process)
-              const started = yield* restore(
-                call(containerd.tasks.start({ containerId, execId: processId })),
-              ).pipe(
-                Effect.onError(() =>
-                  Effect.gen(function* () {
-                    yield* forceDeleteProcess(containerId, processId)
-                    entry.execs.delete(processId)
-                    yield* releaseProcess(process)
-                  }),
-                ),
-              )
-              // the shim makes an exec's stdin when it starts: only now can a close be sent
-              yield* prepared.io.processCreated
-              process.pid = started.pid
-              return started.pid
-            }),
-            entry.execStarts.release(1),
-          )
+              ),
+            )
+            // the shim makes an exec's stdin when it starts: only now can a close be sent
+            yield* prepared.io.processCreated
+            process.pid = started.pid
+            return started.pid
+          }).pipe(ensuringMasked(entry.execStarts.release(1)))
         }),
       ).pipe(span("exec", { "container.id": containerId, "process.id": processId }))
 
@@ -692,7 +731,7 @@ export const make = (options: Options) =>
         entry.task = undefined
         const execs = [...entry.execs.values()].filter((p): p is ProcessEntry => p !== "pending")
         entry.execs.clear()
-        yield* Effect.forEach([task, ...execs], (p) => releaseProcess(p), { discard: true })
+        for (const p of [task, ...execs]) yield* releaseProcess(p)
         return { exitCode: deleted.exitStatus, exitedAt: deleted.exitedAt }
       }).pipe(Effect.uninterruptible, span("deleteTask", { "container.id": containerId }))
 
@@ -707,7 +746,7 @@ export const make = (options: Options) =>
         }
         entry.phase = "deleting"
         yield* call(containerd.containers.delete(containerId)).pipe(
-          Effect.onError(() =>
+          onFailureMasked(() =>
             Effect.sync(() => {
               entry.phase = "ready"
             }),
@@ -930,13 +969,18 @@ export const make = (options: Options) =>
     // ---- events (the seed's processEventStream / processEvent) ----
 
     const queue = yield* EventQueue.make
-    // a TaskEvents in the context wins (tests feed events by hand); else follow the client's namespace
-    const taskEvents = yield* Effect.serviceOption(TaskEvents).pipe(
+    // a TaskEvents in the context wins (tests feed events by hand); else follow the client's namespace, handing
+    // each item to the handler straight from the subscription (no mailbox and second stream in between)
+    type Follow = (
+      onItem: (item: TaskEventsItem) => Effect.Effect<void>,
+    ) => Effect.Effect<void, ContainerdError>
+    const follow: Follow = yield* Effect.serviceOption(TaskEvents).pipe(
       Effect.flatMap(
         Option.match({
-          onSome: Effect.succeed,
+          onSome: (taskEvents) =>
+            Effect.succeed<Follow>((onItem) => Stream.runForEach(taskEvents.subscribe, onItem)),
           onNone: () =>
-            TaskEventsLive.make(containerd, {
+            TaskEventsLive.follow(containerd, {
               namespace,
               ignoredTopics: unhandledTopics,
               ...(options.eventsRetry === undefined ? {} : { retry: options.eventsRetry }),
@@ -1121,7 +1165,7 @@ export const make = (options: Options) =>
           )
 
     let subscriptions = 0
-    yield* Stream.runForEach(taskEvents.subscribe, (item) =>
+    yield* follow((item) =>
       item._tag === "Subscribed"
         ? Effect.zipRight(
             subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void,

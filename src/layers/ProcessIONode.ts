@@ -15,6 +15,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import {
   closeEnd,
   type DirectIOParts,
@@ -49,39 +50,67 @@ export const make = (options: Options = {}): ProcessIO.Service => {
   const highWaterMark = Math.max(1, options.highWaterMark ?? defaultHighWaterMark)
   const states = new WeakMap<FifoSet, SetState>()
 
+  /**
+   * Opens a set's ends in one uninterruptible step (each open returns at once) and hands them to the DirectIO,
+   * whose finalizer in the current scope closes them all; an open that fails closes the ends opened before it.
+   */
   const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
-    Effect.gen(function* () {
-      const reader = (path: string) => Effect.acquireRelease(openReader(path, highWaterMark), closeEnd)
-      const stdout = yield* reader(set.stdout)
-      const stderr = set.stderr === undefined ? undefined : yield* reader(set.stderr)
-      const stdin =
-        set.stdin === undefined
-          ? undefined
-          : yield* Effect.acquireRelease(openWriter(set.stdin), (end) => end.close)
-      const parts: DirectIOParts = {
-        set,
-        state,
-        stdin,
-        stdout,
-        stderr,
-        drainTimeout,
-        remove: removeFifos(paths(set)),
-        onStdinClose: openOptions?.onStdinClose,
-      }
-      return yield* makeDirectIO(parts)
-    })
+    Effect.uninterruptible(
+      Effect.gen(function* () {
+        const stdout = yield* openReader(set.stdout, highWaterMark)
+        const stderr =
+          set.stderr === undefined
+            ? undefined
+            : yield* Effect.catchAll(openReader(set.stderr, highWaterMark), (e) =>
+                Effect.zipRight(closeEnd(stdout), Effect.fail(e)),
+              )
+        const stdin =
+          set.stdin === undefined
+            ? undefined
+            : yield* Effect.catchAll(openWriter(set.stdin), (e) =>
+                Effect.zipRight(
+                  Effect.zipRight(closeEnd(stdout), stderr === undefined ? Effect.void : closeEnd(stderr)),
+                  Effect.fail(e),
+                ),
+              )
+        const parts: DirectIOParts = {
+          set,
+          state,
+          stdin,
+          stdout,
+          stderr,
+          drainTimeout,
+          remove: removeFifos(paths(set)),
+          onStdinClose: openOptions?.onStdinClose,
+        }
+        return yield* makeDirectIO(parts)
+      }),
+    )
 
   return ProcessIO.of({
     create: (options) =>
-      Effect.gen(function* () {
-        const set = yield* layout(options)
-        const state: SetState = { created: false, deleted: false }
-        yield* Effect.acquireRelease(
-          Effect.tap(makeFifos(paths(set), options.uid, options.gid), () => states.set(set, state)),
-          () => (removedOnClose(state) ? removeFifos(paths(set)) : Effect.void),
-        )
-        return set
-      }),
+      Effect.flatMap(layout(options), (set) =>
+        Effect.flatMap(Effect.scope, (scope) => {
+          const files = paths(set)
+          const state: SetState = { created: false, deleted: false }
+          // made and registered in one step: the scope removes the files, unless a created process owns them
+          return Effect.uninterruptible(
+            Effect.zipRight(
+              makeFifos(files, options.uid, options.gid),
+              Effect.suspend(() => {
+                states.set(set, state)
+                return Effect.as(
+                  Scope.addFinalizer(
+                    scope,
+                    Effect.suspend(() => (removedOnClose(state) ? removeFifos(files) : Effect.void)),
+                  ),
+                  set,
+                )
+              }),
+            ),
+          )
+        }),
+      ),
     open: (set, openOptions) =>
       openSet(set, states.get(set) ?? { created: false, deleted: false }, openOptions),
     reattach: (reported, openOptions) =>

@@ -185,6 +185,15 @@ export declare namespace Containerd {
     readonly events: {
       /** Envelopes matching any of the filters; the finalizer cancels the subscription. */
       readonly subscribe: (filters: ReadonlyArray<string>) => Stream.Stream<Envelope, ContainerdError>
+      /**
+       * `subscribe` run to its end, each envelope handed to `onEnvelope` in order (the call waits while it runs);
+       * the end, a failure or interruption cancels the call. Optional: a layer may offer it for consumers that need
+       * no Stream (`TaskEventsLive` takes it when present), since a Stream costs its machinery on every envelope.
+       */
+      readonly forEach?: (
+        filters: ReadonlyArray<string>,
+        onEnvelope: (envelope: Envelope) => Effect.Effect<unknown>,
+      ) => Effect.Effect<void, ContainerdError>
     }
   }
 }

@@ -234,6 +234,62 @@ describe("Containerd (live, real daemon)", () => {
     }),
   )
 
+  it.live(
+    "events.forEach hands envelopes over in order and cancels the call on interruption or a defect",
+    () =>
+      Effect.gen(function* () {
+        const { state, interceptor } = callAccounting()
+        const layer = ContainerdLive.layer({ address: address(), namespace, interceptors: [interceptor] })
+        yield* Effect.gen(function* () {
+          const containerd = yield* Containerd
+          const forEach = containerd.events.forEach
+          assert.isDefined(forEach)
+          if (forEach === undefined) return
+          const filters = [`namespace==${namespace},topic~=|^/containers/|`]
+          const topics: Array<string> = []
+          const following = yield* Effect.fork(
+            forEach(filters, (envelope) =>
+              // a slow handler: the call waits for it, nothing is lost or reordered
+              Effect.zipRight(
+                Effect.sleep("20 millis"),
+                Effect.sync(() => {
+                  topics.push(`${envelope.namespace} ${envelope.topic}`)
+                }),
+              ),
+            ),
+          )
+          yield* Effect.sleep("200 millis")
+          for (const id of ["ev-a", "ev-b"]) {
+            yield* containerd.containers.create({ id, spec: busyboxSpec(id, namespace, ["/bin/true"]) })
+            yield* containerd.containers.delete(id)
+          }
+          for (let i = 0; i < 100 && topics.length < 4; i++) yield* Effect.sleep("10 millis")
+          assert.deepStrictEqual(topics, [
+            `${namespace} /containers/create`,
+            `${namespace} /containers/delete`,
+            `${namespace} /containers/create`,
+            `${namespace} /containers/delete`,
+          ])
+          assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(following)))
+          const dying = yield* Effect.fork(forEach(filters, () => Effect.die("handler bug")))
+          yield* Effect.sleep("200 millis")
+          yield* containerd.containers.create({
+            id: "ev-c",
+            spec: busyboxSpec("ev-c", namespace, ["/bin/true"]),
+          })
+          yield* containerd.containers.delete("ev-c")
+          assert.deepStrictEqual(yield* Fiber.await(dying), Exit.die("handler bug"))
+          for (let i = 0; i < 50 && state.active > 0; i++) yield* Effect.sleep("10 millis")
+          assert.strictEqual(state.active, 0, "both calls were cancelled")
+          const subscribes = state.statuses.filter((s) => s.path.endsWith("/Subscribe"))
+          assert.deepStrictEqual(
+            subscribes.map((s) => s.code),
+            [Grpc.status.CANCELLED, Grpc.status.CANCELLED],
+          )
+        }).pipe(Effect.provide(layer))
+      }),
+  )
+
   describe("unreachable or invalid addresses", () => {
     it.live("a missing socket fails fast with a System error naming the address", () =>
       Effect.gen(function* () {

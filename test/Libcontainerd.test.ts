@@ -1,0 +1,81 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Spec from "../src/domain/Spec.js"
+import { System } from "../src/errors/ContainerdError.js"
+import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
+import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
+import * as ProcessIOMemory from "../src/layers/ProcessIOMemory.js"
+import * as Backend from "../src/services/Backend.js"
+import { Containerd } from "../src/services/Containerd.js"
+import { type AttachStdio, Libcontainerd } from "../src/services/Libcontainerd.js"
+import { tempStateDir } from "./support/client.js"
+
+const client = LibcontainerdLive.layer({ stateDir: tempStateDir("client-") }).pipe(
+  Layer.provideMerge(Backend.layerNoop),
+  Layer.provideMerge(ContainerdMemory.layerWithProcessIO()),
+  Layer.orDie,
+)
+
+const spec = (id: string) =>
+  Spec.defaultLinux({ id, namespace: "default", rootPath: "/rootfs", args: ["sleep", "60"] })
+
+/** attachStdio that fails, or that blocks until the caller is interrupted (`started` completes when it runs). */
+const failing: AttachStdio = () => Effect.fail(new System({ message: "attach failed" }))
+const blocking =
+  (started: Deferred.Deferred<void>): AttachStdio =>
+  () =>
+    Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
+
+/** Every in-memory FIFO whose path contains `part`. */
+const filesWith = (part: string) =>
+  Effect.flatMap(ProcessIOMemory.ProcessIOMemory, (memory) =>
+    Effect.map(memory.files, (files) => files.filter((f) => f.path.includes(part)).map((f) => f.path)),
+  )
+
+describe("Libcontainerd (in-memory daemon)", () => {
+  it.live("an attachStdio that fails or is interrupted leaves no task, exec, FIFO or registry change", () =>
+    Effect.gen(function* () {
+      const lib = yield* Libcontainerd
+      const containerd = yield* Containerd
+      yield* lib.create("att", spec("att"))
+
+      // start: attach fails, then is interrupted; the container stays startable each time
+      const failedStart = yield* Effect.flip(lib.start("att", { attachStdio: failing }))
+      assert.strictEqual(failedStart.message, "attach failed")
+      const started = yield* Deferred.make<void>()
+      const starting = yield* Effect.fork(
+        lib.start("att", { withStdin: true, attachStdio: blocking(started) }),
+      )
+      yield* Deferred.await(started)
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(starting)))
+      assert.deepStrictEqual(yield* filesWith("/att/"), [], "no FIFO of the init left")
+      assert.strictEqual((yield* Effect.flip(containerd.tasks.get({ containerId: "att" })))._tag, "NotFound")
+      yield* lib.start("att")
+
+      // exec: the same, and the exec id is free again each time
+      const process = Spec.processFrom(spec("att"), { args: ["sleep", "60"] })
+      const failedExec = yield* Effect.flip(lib.exec("att", "e", process, { attachStdio: failing }))
+      assert.strictEqual(failedExec.message, "attach failed")
+      const attached = yield* Deferred.make<void>()
+      const execing = yield* Effect.fork(
+        lib.exec("att", "e", process, { withStdin: true, attachStdio: blocking(attached) }),
+      )
+      yield* Deferred.await(attached)
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.interrupt(execing)))
+      assert.deepStrictEqual(yield* filesWith("/att/e-"), [], "no FIFO of the exec left")
+      const exec = yield* Effect.flip(containerd.tasks.get({ containerId: "att", execId: "e" }))
+      assert.strictEqual(exec._tag, "NotFound")
+      yield* lib.exec("att", "e", process)
+
+      yield* lib.signalProcess("att", "init", "SIGKILL")
+      yield* containerd.tasks.wait({ containerId: "att" })
+      yield* lib.deleteTask("att")
+      yield* lib.delete("att")
+      assert.deepStrictEqual(yield* filesWith("/att/"), [])
+    }).pipe(Effect.provide(client)),
+  )
+})
