@@ -80,10 +80,8 @@ const awaitTask = (tasks: Tasks): Effect.Effect<void> =>
       clearTimeout(timer)
       resume(Effect.void)
     }
-    return Effect.sync(() => {
-      tasks.wake = undefined
-      clearTimeout(timer)
-    })
+    // no canceler (which would cost an interruption handler per wait): a worker is interrupted only when the
+    // queue's scope closes; its timer then fires within idleLinger and resumes nothing (an async resumes once)
   })
 
 /** A queue whose workers live in the current scope. */

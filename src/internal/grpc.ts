@@ -139,12 +139,11 @@ const readMessages = <A>(
     if (value !== null) return Effect.succeed(value as A)
     if (failure !== undefined) return Effect.fail(Option.some(failure))
     if (ended) return Effect.fail(Option.none())
+    // no canceler (which would cost an interruption handler per wait): a wait that is interrupted leaves `wake`
+    // set, and an async resumes once, so a later notification resumes nothing
     return Effect.zipRight(
       Effect.async<void>((resume) => {
         wake = () => resume(Effect.void)
-        return Effect.sync(() => {
-          wake = undefined
-        })
       }),
       next,
     )

@@ -19,6 +19,7 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -990,12 +991,12 @@ export const make = (options: Options) =>
     )
 
     /** Hands one event to the Backend and the `events` stream, in the container's order. */
-    const dispatch = (type: EventType, info: EventInfo, after?: Effect.Effect<void>) =>
-      queue.unsafeAppend(
-        info.containerId,
-        Effect.gen(function* () {
-          yield* PubSub.publish(events, { containerId: info.containerId, type, info })
-          yield* backend
+    const dispatch = (type: EventType, info: EventInfo, after?: Effect.Effect<void>) => {
+      const processed = Effect.zipRight(
+        PubSub.publish(events, { containerId: info.containerId, type, info }),
+        // the Backend is called when the task runs; a failure of its effect is logged, a throw is the task's defect
+        Effect.suspend(() =>
+          backend
             .processEvent(info.containerId, type, info)
             .pipe(
               Effect.catchAllCause((cause) =>
@@ -1003,10 +1004,14 @@ export const make = (options: Options) =>
                   Effect.annotateLogs({ container: info.containerId, event: type, process: info.processId }),
                 ),
               ),
-            )
-          if (after !== undefined) yield* after
-        }),
+            ),
+        ),
       )
+      queue.unsafeAppend(
+        info.containerId,
+        after === undefined ? processed : Effect.zipRight(processed, after),
+      )
+    }
 
     /** The exit of a process, delivered once: duplicates (shim retries, reconciliation) are dropped. */
     const deliverExit = (
@@ -1156,13 +1161,14 @@ export const make = (options: Options) =>
       )
     }).pipe(Effect.catchAllCause((cause) => Effect.logWarning("reconciliation incomplete", cause)))
 
-    const recordLag = (published: Timestamp) =>
-      published.seconds <= 0n
-        ? Effect.void
-        : Metric.update(
-            Telemetry.eventLag,
-            Date.now() - (Number(published.seconds) * 1000 + published.nanos / 1e6),
-          )
+    /** Records an event's lag, with the fiber's metric labels (what `Metric.update` would use). */
+    const recordLag = (fiber: Fiber.RuntimeFiber<unknown, unknown>, published: Timestamp): void => {
+      if (published.seconds <= 0n) return
+      Telemetry.eventLag.unsafeUpdate(
+        Date.now() - (Number(published.seconds) * 1000 + published.nanos / 1e6),
+        fiber.getFiberRef(FiberRef.currentMetricLabels),
+      )
+    }
 
     let subscriptions = 0
     yield* follow((item) =>
@@ -1171,7 +1177,10 @@ export const make = (options: Options) =>
             subscriptions++ > 0 ? Metric.increment(Telemetry.reconnects) : Effect.void,
             Effect.asVoid(Effect.forkIn(reconcile, clientScope)),
           )
-        : Effect.zipRight(recordLag(item.timestamp), handleEvent(item.event)),
+        : Effect.withFiberRuntime((fiber) => {
+            recordLag(fiber, item.timestamp)
+            return handleEvent(item.event)
+          }),
     ).pipe(
       Effect.catchAllCause((cause) =>
         Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("task event stream stopped", cause),
