@@ -97,6 +97,11 @@ interface ProcessEntry {
   readonly exited: Deferred.Deferred<void>
   /** Waits (at most `readersGrace`) for the fibers `attachStdio` forked that still run. */
   readonly readersDone: Effect.Effect<void>
+  /**
+   * An exec's pid once its start returned (0 when the start failed). Until then `pid` is 0, and an exit of this
+   * exec id waits for it: it may be a late exit of an earlier exec of the same id.
+   */
+  readonly pidKnown?: Deferred.Deferred<number>
   /** Set when an exit of this process was queued for the Backend: later exits are duplicates. */
   exitSeen?: boolean
 }
@@ -623,22 +628,25 @@ export const make = (options: Options) =>
                 ]),
               ),
             )
-            const process: ProcessEntry = { processId, pid: 0, ...prepared }
+            const pidKnown = Deferred.unsafeMake<number>(FiberId.none)
+            const process: ProcessEntry = { processId, pid: 0, pidKnown, ...prepared }
             entry.execs.set(processId, process)
             const started = yield* restore(
               call(containerd.tasks.start({ containerId, execId: processId })),
             ).pipe(
               onFailureMasked(() =>
                 Effect.gen(function* () {
+                  Deferred.unsafeDone(pidKnown, Exit.succeed(0))
                   yield* forceDeleteProcess(containerId, processId)
                   entry.execs.delete(processId)
                   yield* releaseProcess(process)
                 }),
               ),
             )
+            process.pid = started.pid
+            Deferred.unsafeDone(pidKnown, Exit.succeed(started.pid))
             // the shim makes an exec's stdin when it starts: only now can a close be sent
             yield* prepared.io.processCreated
-            process.pid = started.pid
             return started.pid
           }).pipe(ensuringMasked(entry.execStarts.release(1)))
         }),
@@ -1020,12 +1028,20 @@ export const make = (options: Options) =>
       pid: number,
       exitCode: number,
       exitedAt: Timestamp | undefined,
-    ) => {
+      pidSettled = false,
+    ): Effect.Effect<void> => {
       const isInit = processId === entry.id
       const process = isInit ? entry.task : entry.execs.get(processId)
       if (process === undefined || process === "pending") {
         return Effect.logDebug("exit of a process the client does not track").pipe(
           Effect.annotateLogs({ container: entry.id, process: processId }),
+        )
+      }
+      if (!pidSettled && process.pid === 0 && pid !== 0 && process.pidKnown !== undefined) {
+        // the exec's start is in flight: this exit is its own (a fast process) or a late one of an earlier exec
+        // of the same id, which must not end it; its start's pid tells them apart
+        return Effect.flatMap(Deferred.await(process.pidKnown), () =>
+          deliverExit(entry, processId, pid, exitCode, exitedAt, true),
         )
       }
       if (process.exitSeen === true || (process.pid !== 0 && pid !== 0 && process.pid !== pid)) {
