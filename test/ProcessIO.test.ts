@@ -344,7 +344,7 @@ describe("ProcessIONode", () => {
     )
 
     it.scopedLive(
-      "copyStdout: 16 MiB arrive whole and in order through one reused buffer; a read waits for the write before it",
+      "copyStdout: 16 MiB arrive whole and in order through reused buffers; a read's buffer waits for its write",
       () =>
         Effect.gen(function* () {
           const dir = yield* tempDir
@@ -376,7 +376,8 @@ describe("ProcessIONode", () => {
           assert.strictEqual(hash.digest("hex"), expected.digest("hex"))
           assert.strictEqual(overwritten, 0, "a lent read changed before its write completed")
           assert.isAbove(writes, 100)
-          assert.isAtMost(buffers.size, 2, `${buffers.size} buffers for ${writes} reads`)
+          // three buffers go round (two lent, one read into); a fourth may hold what came before the copy
+          assert.isAtMost(buffers.size, 4, `${buffers.size} buffers for ${writes} reads`)
         }).pipe(Effect.provide(live)),
     )
 

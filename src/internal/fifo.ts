@@ -452,21 +452,28 @@ export const queueCopy = (queue: ChunkQueue, name: string) => {
 /** Bytes one read asks for: what libuv asks for a stream by default. */
 const readSize = 64 * 1024
 
+/** Reads a copy may have lent at once: the reader goes on into a third buffer while the writer has two. */
+const lentMax = 2
+
 /**
- * The reading side of one output FIFO. Reads go through `net.Socket`'s `onread` into a buffer the reader owns.
+ * The reading side of one output FIFO. Reads go through `net.Socket`'s `onread` into buffers the reader owns.
  * Queueing (the `stdout` stream), a read of at least half the buffer is handed over as is and the next read gets
- * a new buffer; a smaller one is copied out and the buffer reused. Copying (`copy`), every read lands in the same
- * buffer, is lent to the writer, and reading stops until the writer is done with it. Discarding, every read lands
- * in the same buffer and is dropped.
+ * a new buffer; a smaller one is copied out and the buffer reused. Copying (`copy`), reads are lent to the writer
+ * in order from at most three buffers that go round: reading goes on while the writer has one, and stops while it
+ * has two. Discarding, every read lands in the same buffer and is dropped.
  */
 class FifoReader {
   readonly queue: ChunkQueue
   readonly ended = new Notice()
   readonly closed = new Notice()
   private mode: "queue" | "copy" | "discard" = "queue"
+  /** The buffer the next read lands in. */
   private buffer: Uint8Array | undefined
+  /** Buffers a copy's writer is done with, for the next reads. */
+  private readonly spare: Array<Uint8Array> = []
+  /** Reads lent to the copy, oldest first, each with the buffer it lives in. */
+  private lent: Array<{ readonly bytes: Uint8Array; readonly buffer: Uint8Array }> = []
   private paused = false
-  private lent: Uint8Array | undefined
   private waiter: (() => void) | undefined
   private copying = false
   socket!: Net.Socket
@@ -480,7 +487,7 @@ class FifoReader {
 
   /** The buffer the next read lands in (`onread.buffer`). */
   readonly nextBuffer = (): Uint8Array => {
-    if (this.buffer === undefined) this.buffer = Buffer.allocUnsafe(readSize)
+    if (this.buffer === undefined) this.buffer = this.spare.pop() ?? Buffer.allocUnsafe(readSize)
     return this.buffer
   }
 
@@ -490,9 +497,11 @@ class FifoReader {
       case "discard":
         return true
       case "copy":
-        this.lent = buffer.subarray(0, nread)
-        this.paused = true
+        this.lent.push({ bytes: buffer.subarray(0, nread), buffer })
+        this.buffer = undefined
         this.wakeCopy()
+        if (this.lent.length < lentMax) return true
+        this.paused = true
         return false
       case "queue": {
         let chunk: Uint8Array
@@ -511,7 +520,7 @@ class FifoReader {
 
   /** Reads again after a pause, unless the queue is full or the socket gone. */
   resume(): void {
-    if (!this.paused || this.socket.destroyed || this.lent !== undefined) return
+    if (!this.paused || this.socket.destroyed || this.lent.length >= lentMax) return
     if (this.mode === "queue" && this.queue.full) return
     this.paused = false
     this.socket.resume()
@@ -536,9 +545,9 @@ class FifoReader {
     waiter?.()
   }
 
-  /** The next lent read; `undefined` at the end. */
+  /** The oldest lent read; `undefined` at the end. */
   private readonly next: Effect.Effect<Uint8Array | undefined, ContainerdError> = Effect.suspend(() => {
-    if (this.lent !== undefined) return Effect.succeed(this.lent)
+    if (this.lent.length > 0) return Effect.succeed(this.lent[0]!.bytes)
     if (this.queue.ended) {
       const failure = this.queue.error
       return failure === undefined ? Effect.succeed(undefined) : Effect.fail(failure)
@@ -552,16 +561,20 @@ class FifoReader {
   })
 
   private readonly written = (): void => {
-    this.lent = undefined
+    const done = this.lent.shift()
+    if (done !== undefined) this.spare.push(done.buffer)
     this.resume()
   }
 
   private readonly leave = (unwritten: Array<Uint8Array>): void => {
     this.copying = false
     if (this.mode === "copy") this.mode = "queue"
-    // the read in hand lives in the reader's buffer: what stays is a copy of it
-    if (this.lent !== undefined) unwritten.push(Buffer.from(this.lent))
-    this.lent = undefined
+    // lent reads live in the reader's buffers: what stays is a copy of each
+    for (const { bytes, buffer } of this.lent) {
+      unwritten.push(Buffer.from(bytes))
+      this.spare.push(buffer)
+    }
+    this.lent = []
     if (this.mode === "queue") this.queue.requeue(unwritten)
     this.resume()
   }
