@@ -275,7 +275,7 @@ export const stdio: Group = {
             summarize("stdio", `stdout 1 GiB, ${w.label}: ${what}`, "MB/s", seen.get(side)!)
           const cat = row("cat", "cat <fifo> >/dev/null")
           rows.push(
-            against(row("copy", "ProcessIO copyStdout (reads lent from one buffer)"), cat),
+            against(row("copy", "ProcessIO copyStdout (reads lent from reused buffers)"), cat),
             against(row("stream", "ProcessIO stdout stream (a buffer per read)"), cat),
             cat,
             against(row("socket", "bare net.Socket, 'data' events (reference)"), cat),
