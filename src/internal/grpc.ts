@@ -42,6 +42,25 @@ export const unary = <Req, Res>(
     return Effect.sync(() => call.cancel())
   })
 
+/** Starts a server-streaming call (the caller cancels it). */
+const startServerStream = <Req, Res>(
+  client: Grpc.Client,
+  method: Method<Req, Res>,
+  request: Req,
+  metadata: Grpc.Metadata,
+  options: Grpc.CallOptions,
+) =>
+  Effect.sync(() =>
+    client.makeServerStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      request,
+      metadata,
+      options,
+    ),
+  )
+
 /**
  * A server-streaming call as a Stream. Messages are pulled on demand (the
  * call is paused while the consumer is busy); the finalizer cancels the call,
@@ -56,18 +75,8 @@ export const serverStream = <Req, Res>(
 ): Stream.Stream<Res, ContainerdError> =>
   Stream.unwrapScoped(
     Effect.map(
-      Effect.acquireRelease(
-        Effect.sync(() =>
-          client.makeServerStreamRequest(
-            method.path,
-            method.requestSerialize,
-            method.responseDeserialize,
-            request,
-            metadata,
-            options,
-          ),
-        ),
-        (call) => Effect.sync(() => call.cancel()),
+      Effect.acquireRelease(startServerStream(client, method, request, metadata, options), (call) =>
+        Effect.sync(() => call.cancel()),
       ),
       (call) => pullReadable<Res>(call),
     ),
@@ -87,16 +96,7 @@ export const serverStreamForEach = <Req, Res>(
   options: Grpc.CallOptions = {},
 ): Effect.Effect<void, ContainerdError> =>
   Effect.acquireUseRelease(
-    Effect.sync(() =>
-      client.makeServerStreamRequest(
-        method.path,
-        method.requestSerialize,
-        method.responseDeserialize,
-        request,
-        metadata,
-        options,
-      ),
-    ),
+    startServerStream(client, method, request, metadata, options),
     (call) => {
       const next = readMessages<Res>(call)
       const loop: Effect.Effect<void, ContainerdError> = Effect.matchEffect(next, {

@@ -63,6 +63,16 @@ const testLayer = LibcontainerdLive.layer({ stateDir }).pipe(
 
 const spec = (id: string, args: ReadonlyArray<string>) => busyboxSpec(id, namespace, args)
 
+/** The sha256 of `line` repeated up to `total` bytes (what `yes … | head -c total` writes), in 64 KiB-ish blocks. */
+const patternDigest = (line: string, total: number): string => {
+  const block = Buffer.from(line.repeat(Math.floor(65536 / line.length)))
+  const hash = Crypto.createHash("sha256")
+  for (let left = total; left > 0; left -= block.length) {
+    hash.update(left >= block.length ? block : block.subarray(0, left))
+  }
+  return hash.digest("hex")
+}
+
 const inNamespace = Containerd.withNamespace(namespace)
 
 /** Kills, waits for and deletes the container's task, then deletes the container; every step may fail. */
@@ -338,13 +348,7 @@ describe("ProcessIO (real daemon)", () => {
           Effect.gen(function* () {
             const total = 1024 * 1024 * 1024
             const line = "0123456789abcdef\n"
-            // the expected digest, streamed: 64 KiB-ish blocks of whole lines
-            const block = Buffer.from(line.repeat(Math.floor(65536 / line.length)))
-            const expected = Crypto.createHash("sha256")
-            for (let left = total; left > 0; left -= block.length) {
-              expected.update(left >= block.length ? block : block.subarray(0, left))
-            }
-            const expectedDigest = expected.digest("hex")
+            const expectedDigest = patternDigest(line, total)
 
             const client = yield* Libcontainerd
             const received = yield* Deferred.make<{ bytes: number; digest: string }, ContainerdError>()
@@ -390,11 +394,6 @@ describe("ProcessIO (real daemon)", () => {
           Effect.gen(function* () {
             const total = 256 * 1024 * 1024
             const line = "fedcba9876543210\n"
-            const block = Buffer.from(line.repeat(Math.floor(65536 / line.length)))
-            const expected = Crypto.createHash("sha256")
-            for (let left = total; left > 0; left -= block.length) {
-              expected.update(left >= block.length ? block : block.subarray(0, left))
-            }
             const client = yield* Libcontainerd
             const received = yield* Deferred.make<{ bytes: number; digest: string }, ContainerdError>()
             const attach: AttachStdio = (io) =>
@@ -425,7 +424,7 @@ describe("ProcessIO (real daemon)", () => {
             yield* client.start("lent", { attachStdio: attach })
             const got = yield* Deferred.await(received)
             assert.strictEqual(got.bytes, total)
-            assert.strictEqual(got.digest, expected.digest("hex"))
+            assert.strictEqual(got.digest, patternDigest(line, total))
             assert.strictEqual((yield* exitOf("lent")).exitStatus, 0)
           }),
         ),
