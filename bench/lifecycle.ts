@@ -86,7 +86,7 @@ const runtimeName = "io.containerd.runc.v2"
 
 const lifecycleN = 60
 const execN = 60
-const concurrentRounds = 12
+const concurrentRounds = 50
 const concurrentWarmup = 2
 const concurrency = 20
 const pauseN = 200

@@ -334,22 +334,29 @@ export const copyLoop = <E, R>(
   write: Write<E, R>,
 ): Effect.Effect<void, E | ContainerdError, R> => {
   let queued = 0
-  // a write and the note that it is done, with no interruption between them: nothing is kept twice or lost
-  const writeThen = (bytes: Uint8Array, done: () => void) =>
-    Effect.uninterruptibleMask((restore) => Effect.zipRight(restore(write(bytes)), Effect.sync(done)))
-  const queuedWritten = () => {
-    queued += 1
-  }
-  const fromQueue: Effect.Effect<void, E, R> = Effect.suspend(() =>
-    queued < first.length
-      ? Effect.zipRight(writeThen(first[queued]!, queuedWritten), fromQueue)
-      : Effect.void,
-  )
-  const reads: Effect.Effect<void, E | ContainerdError, R> = Effect.flatMap(next, (bytes) =>
-    bytes === undefined ? Effect.void : Effect.zipRight(writeThen(bytes, written), reads),
-  )
-  return Effect.zipRight(fromQueue, reads).pipe(
-    Effect.onExit((exit) => Effect.sync(() => leave(Exit.isSuccess(exit) ? [] : first.slice(queued)))),
+  // The loop is uninterruptible but for the waits and the writes (`restore`): a write and the note that it is done
+  // have no interruption between them, so nothing is kept twice or lost. One mask for the whole copy, and
+  // continuations made once, keep the work per read small (it runs for every read of a busy output).
+  const loop = Effect.uninterruptibleMask((restore) => {
+    const waitRead = restore(next)
+    const afterRead = (): Effect.Effect<void, E | ContainerdError, R> => {
+      written()
+      return reads
+    }
+    const onRead = (bytes: Uint8Array | undefined): Effect.Effect<void, E | ContainerdError, R> =>
+      bytes === undefined ? Effect.void : Effect.flatMap(restore(write(bytes)), afterRead)
+    const reads: Effect.Effect<void, E | ContainerdError, R> = Effect.flatMap(waitRead, onRead)
+    const afterQueued = (): Effect.Effect<void, E | ContainerdError, R> => {
+      queued += 1
+      return fromQueue
+    }
+    const fromQueue: Effect.Effect<void, E | ContainerdError, R> = Effect.suspend(() =>
+      queued < first.length ? Effect.flatMap(restore(write(first[queued]!)), afterQueued) : reads,
+    )
+    return fromQueue
+  })
+  return Effect.onExit(loop, (exit) =>
+    Effect.sync(() => leave(Exit.isSuccess(exit) ? [] : first.slice(queued))),
   )
 }
 
@@ -474,7 +481,7 @@ class FifoReader {
   /** Reads lent to the copy, oldest first, each with the buffer it lives in. */
   private lent: Array<{ readonly bytes: Uint8Array; readonly buffer: Uint8Array }> = []
   private paused = false
-  private waiter: (() => void) | undefined
+  private waiter: ((read: Exit.Exit<Uint8Array | undefined, ContainerdError>) => void) | undefined
   private copying = false
   socket!: Net.Socket
 
@@ -541,23 +548,32 @@ class FifoReader {
 
   private wakeCopy(): void {
     const waiter = this.waiter
+    if (waiter === undefined) return
+    const now = this.inHand()
+    if (now === undefined) return
     this.waiter = undefined
-    waiter?.()
+    waiter(now)
   }
 
   /** The oldest lent read; `undefined` at the end. */
-  private readonly next: Effect.Effect<Uint8Array | undefined, ContainerdError> = Effect.suspend(() => {
-    if (this.lent.length > 0) return Effect.succeed(this.lent[0]!.bytes)
-    if (this.queue.ended) {
-      const failure = this.queue.error
-      return failure === undefined ? Effect.succeed(undefined) : Effect.fail(failure)
-    }
-    return Effect.async<Uint8Array | undefined, ContainerdError>((resume) => {
-      this.waiter = () => resume(this.next)
-      return Effect.sync(() => {
-        this.waiter = undefined
-      })
-    })
+  private readonly next: Effect.Effect<Uint8Array | undefined, ContainerdError> = Effect.suspend(
+    () => this.inHand() ?? this.waitRead,
+  )
+
+  /** What `next` gives now (the oldest lent read, or the end), or `undefined` while there is nothing yet. */
+  private inHand(): Exit.Exit<Uint8Array | undefined, ContainerdError> | undefined {
+    if (this.lent.length > 0) return Exit.succeed(this.lent[0]!.bytes)
+    if (!this.queue.ended) return undefined
+    const failure = this.queue.error
+    return failure === undefined ? Exit.succeed(undefined) : Exit.fail(failure)
+  }
+
+  /**
+   * Waits for a read or the end; `wakeCopy` resumes it with what is in hand then. No canceler: a resume after
+   * the wait was interrupted is ignored, and the next wait replaces the waiter.
+   */
+  private readonly waitRead = Effect.async<Uint8Array | undefined, ContainerdError>((resume) => {
+    this.waiter = resume
   })
 
   private readonly written = (): void => {
@@ -568,6 +584,7 @@ class FifoReader {
 
   private readonly leave = (unwritten: Array<Uint8Array>): void => {
     this.copying = false
+    this.waiter = undefined
     if (this.mode === "copy") this.mode = "queue"
     // lent reads live in the reader's buffers: what stays is a copy of each
     for (const { bytes, buffer } of this.lent) {
