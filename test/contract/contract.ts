@@ -23,6 +23,7 @@ import * as Path from "node:path"
 import { assert, describe, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -89,6 +90,12 @@ export interface Backend<R = never> {
     command: Command,
   ) => Effect.Effect<void, never, R>
   readonly capabilities: Capabilities
+  /**
+   * How long the client may take, at most, from handing a process's exit to the Backend to releasing the process
+   * (deleting it in containerd, closing and removing its FIFOs): a case that must still be busy when that release
+   * runs stays busy this long once the exit was handed over.
+   */
+  readonly releaseWithin: Duration.DurationInput
   /** Divergences of this backend's stack the contract found and that are not fixed yet (see `KnownBug`). */
   readonly knownBugs?: ReadonlyArray<KnownBug>
 }
@@ -508,12 +515,18 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
               yield* create("slowread", sleeper)
               yield* client.start("slowread")
               const result = yield* Deferred.make<string>()
+              const recorder = yield* Recorder
+              // still busy after its stream ended, until the client has handed the exit to the Backend and then for
+              // as long as the client's release of the exec may take: closing the process's scope then would cut it
+              const busy = Effect.zipRight(
+                Effect.provideService(exitOf("slowread", "job"), Recorder, recorder),
+                Effect.sleep(backend.releaseWithin),
+              )
               const attach: AttachStdio = (io) =>
                 Effect.asVoid(
                   Effect.forkScoped(
                     collect(io.stdout).pipe(
-                      // still busy after its stream ended: closing the process's scope now would cut it
-                      Effect.zipLeft(Effect.sleep("50 millis")),
+                      Effect.zipLeft(busy),
                       Effect.flatMap((text) => Deferred.succeed(result, text)),
                     ),
                   ),
