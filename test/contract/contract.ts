@@ -185,12 +185,25 @@ interface Captured {
   readonly io: Effect.Effect<DirectIO>
 }
 
-const collect = (stream: Stream.Stream<Uint8Array, ContainerdError>) => {
-  const decoder = new TextDecoder()
-  return Stream.runFold(stream, "", (acc, chunk) => acc + decoder.decode(chunk, { stream: true })).pipe(
-    Effect.orElseSucceed(() => "<failed>"),
+/**
+ * A stream's text once it ended ("<failed>" when it failed). The stream is pulled (`Stream.toPull`), not run
+ * (`Stream.runFold`): the same chunks in the same order, for about 200 Effect steps per stream instead of 500.
+ */
+const collect = (stream: Stream.Stream<Uint8Array, ContainerdError>): Effect.Effect<string> =>
+  Effect.scoped(
+    Effect.flatMap(Stream.toPull(stream), (pull) => {
+      const decoder = new TextDecoder()
+      let text = ""
+      const loop: Effect.Effect<string> = Effect.matchEffect(pull, {
+        onFailure: (end) => Effect.succeed(Option.isNone(end) ? text : "<failed>"),
+        onSuccess: (chunk) => {
+          for (const bytes of chunk) text += decoder.decode(bytes, { stream: true })
+          return loop
+        },
+      })
+      return loop
+    }),
   )
-}
 
 /** An attachStdio collecting stdout and stderr as text and handing out the DirectIO. */
 const capture = Effect.gen(function* () {
