@@ -81,6 +81,8 @@ export interface Backend<R = never> {
   readonly layer: Layer.Layer<Services | R>
   /** The client's state dir (bundle dirs `<stateDir>/<id>`). */
   readonly stateDir: string
+  /** Where cases make their scratch dirs (checkpoint images and targets); the OS's temp dir by default. */
+  readonly scratchDir?: string
   /** A container spec running `args`. */
   readonly spec: (id: string, args: ReadonlyArray<string>) => Spec.Spec
   /** Makes `command` do its behaviour in process `processId` ("init" or an exec id) of `containerId`. */
@@ -306,6 +308,7 @@ const failure = <A, R>(effect: Effect.Effect<A, ContainerdError, R>) =>
 /** Registers the contract's cases for one backend. */
 export const contract = <R>(name: string, backend: Backend<R>): void => {
   const { capabilities: caps, stateDir } = backend
+  const scratchDir = backend.scratchDir ?? Os.tmpdir()
 
   /** Scripts the command where needed and creates the container running it. */
   const create = (id: string, command: Command, edit: (spec: Spec.Spec) => Spec.Spec = (s) => s) =>
@@ -847,7 +850,7 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
           () =>
             Effect.gen(function* () {
               const client = yield* Libcontainerd
-              const scratch = Fs.mkdtempSync(Path.join(Os.tmpdir(), "contract-checkpoint-"))
+              const scratch = Fs.mkdtempSync(Path.join(scratchDir, "contract-checkpoint-"))
               yield* Effect.gen(function* () {
                 yield* create("cp", sleeper)
                 const pid = yield* client.start("cp")
@@ -886,7 +889,7 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
           () =>
             Effect.gen(function* () {
               const client = yield* Libcontainerd
-              const scratch = Fs.mkdtempSync(Path.join(Os.tmpdir(), "contract-checkpoint-"))
+              const scratch = Fs.mkdtempSync(Path.join(scratchDir, "contract-checkpoint-"))
               yield* Effect.gen(function* () {
                 yield* create("cpr", sleeper)
                 yield* client.start("cpr")
