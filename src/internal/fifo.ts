@@ -10,7 +10,6 @@ import { createRequire } from "node:module"
 import * as Net from "node:net"
 import * as Util from "node:util"
 import * as Chunk from "effect/Chunk"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -22,6 +21,7 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { type ContainerdError, InvalidParameter, System } from "../errors/ContainerdError.js"
 import type { DirectIO, FifoSet, Stdin } from "../services/ProcessIO.js"
+import { Signal } from "./signal.js"
 
 // ---------------------------------------------------------------------------
 // errors
@@ -302,7 +302,7 @@ export class Notice {
 
 /**
  * The client's read end of stdout or stderr. Its lifecycle is plain callbacks, so that a process's IO costs no
- * fiber of its own: `makeDirectIO` counts ends and completes one Deferred.
+ * fiber of its own: `makeDirectIO` counts ends and completes one signal.
  */
 export interface OutputEnd {
   /** Every queued chunk (for `Stream.repeatEffectChunkOption`). */
@@ -411,9 +411,9 @@ const openSocket = (
     }
   })
 
-const closedSignal = (socket: Net.Socket): Deferred.Deferred<void> => {
-  const closed = Deferred.unsafeMake<void>(FiberId.none)
-  socket.once("close", () => Deferred.unsafeDone(closed, Exit.void))
+const closedSignal = (socket: Net.Socket): Signal => {
+  const closed = new Signal()
+  socket.once("close", () => closed.succeed(undefined))
   return closed
 }
 
@@ -695,11 +695,11 @@ export const openWriter = (path: string): Effect.Effect<InputEnd, System> =>
           Effect.sync(() => {
             if (!socket.destroyed) socket.end()
           }),
-          Deferred.await(closed),
+          closed.await,
         ),
         close: Effect.zipRight(
           Effect.sync(() => socket.destroy()),
-          Deferred.await(closed),
+          closed.await,
         ),
       }
     },
@@ -740,7 +740,7 @@ const outputStream = (end: OutputEnd): Stream.Stream<Uint8Array, ContainerdError
  *
  * Stdin close: `closeStdin` sets `requested`, `processCreated` sets `created`; each checks both in one synchronous
  * step, so exactly one of them starts the hook, forked in the scope (an interrupted caller does not cancel it),
- * and its result lands in a Deferred. Drain: `markExited` drops stdin and, unless every output has reached EOF
+ * and its result lands in a signal. Drain: `markExited` drops stdin and, unless every output has reached EOF
  * already, forks one fiber that cuts the outputs at `drainTimeout`; it is interrupted once they all end. The ends'
  * EOF and close are counted by plain callbacks, so an IO whose outputs end in time costs no fiber at all.
  */
@@ -749,22 +749,23 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
     const { set, state, stdin, stdout, stderr } = parts
     const scope = yield* Effect.scope
     const outputs = stderr === undefined ? [stdout] : [stdout, stderr]
-    const exited = Deferred.unsafeMake<void>(FiberId.none)
-    const hook = Deferred.unsafeMake<Effect.Effect<void, ContainerdError>>(FiberId.none)
-    const stdinCloseDone = Deferred.unsafeMake<void, ContainerdError>(FiberId.none)
-    if (parts.onStdinClose !== undefined) Deferred.unsafeDone(hook, Exit.succeed(parts.onStdinClose))
+    // signals, not Deferreds: a process makes four, and a Deferred costs about 3 µs and garbage to make
+    const exited = new Signal()
+    const hook = new Signal<Effect.Effect<void, ContainerdError>>()
+    const stdinCloseDone = new Signal<void, ContainerdError>()
+    if (parts.onStdinClose !== undefined) hook.succeed(parts.onStdinClose)
     let hasExited = false
     let closeRequested = false
     let hookStarted = false
 
-    // every output ended (EOF, cut or closed): one Deferred, completed by counting
-    const drained = Deferred.unsafeMake<void>(FiberId.none)
+    // every output ended (EOF, cut or closed): one signal, completed by counting
+    const drained = new Signal()
     let drainCut: Fiber.RuntimeFiber<void> | undefined
     let open = outputs.length
     const onEnded = () => {
       open -= 1
       if (open > 0) return
-      Deferred.unsafeDone(drained, Exit.void)
+      drained.succeed(undefined)
       drainCut?.unsafeInterruptAsFork(FiberId.none)
     }
     for (const end of outputs) end.ended.on(onEnded)
@@ -783,7 +784,7 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
     const markExited = Effect.suspend(() => {
       if (hasExited) return Effect.void
       hasExited = true
-      Deferred.unsafeDone(exited, Exit.void)
+      exited.succeed(undefined)
       const cut =
         open === 0
           ? Effect.void
@@ -805,9 +806,9 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       hookStarted = true
       return true
     }
-    const runHook = Deferred.await(hook).pipe(
+    const runHook = hook.await.pipe(
       Effect.flatten,
-      Effect.intoDeferred(stdinCloseDone),
+      Effect.onExit((exit) => Effect.sync(() => stdinCloseDone.complete(exit))),
       Effect.forkIn(scope),
       Effect.asVoid,
     )
@@ -816,11 +817,11 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       stdin === undefined
         ? Effect.void
         : Effect.gen(function* () {
-            yield* Effect.raceFirst(stdin.end, Deferred.await(exited)).pipe(Effect.ensuring(stdin.close))
+            yield* Effect.raceFirst(stdin.end, exited.await).pipe(Effect.ensuring(stdin.close))
             closeRequested = true
             const created = state.created
             if (claimHook()) yield* runHook
-            if (created) yield* Deferred.await(stdinCloseDone)
+            if (created) yield* stdinCloseDone.await
           })
 
     const processCreated = Effect.suspend(() => {
@@ -831,7 +832,7 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
     const processDeleted = Effect.suspend(() => {
       state.deleted = true
       hasExited = true
-      Deferred.unsafeDone(exited, Exit.void)
+      exited.succeed(undefined)
       return Effect.zipRight(closeAll, parts.remove)
     })
 
@@ -851,11 +852,11 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       stdout: outputStream(stdout),
       copyStdout: stdout.copy,
       closeStdin,
-      onStdinClose: (h) => Effect.sync(() => Deferred.unsafeDone(hook, Exit.succeed(h))),
-      stdinClosed: Deferred.await(stdinCloseDone),
+      onStdinClose: (h) => Effect.sync(() => hook.succeed(h)),
+      stdinClosed: stdinCloseDone.await,
       processCreated,
       markExited,
-      awaitDrained: Deferred.await(drained),
+      awaitDrained: drained.await,
       processDeleted,
       discardOutput: Effect.sync(() => {
         for (const end of outputs) end.discard()

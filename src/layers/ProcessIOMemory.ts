@@ -38,7 +38,7 @@ import {
   removedOnClose,
   type SetState,
 } from "../internal/fifo.js"
-import { Signal } from "../internal/memory/signal.js"
+import { Signal } from "../internal/signal.js"
 import {
   type DirectIO,
   type FifoSet,

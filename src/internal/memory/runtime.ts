@@ -28,7 +28,7 @@ import {
 import * as Events from "./events.js"
 import * as Filters from "./filters.js"
 import * as Scripts from "./scripts.js"
-import { Signal } from "./signal.js"
+import { Signal } from "../signal.js"
 import {
   alreadyExists,
   argsOf,

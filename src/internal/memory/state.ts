@@ -14,7 +14,7 @@ import type * as ProcessIOMemory from "../../layers/ProcessIOMemory.js"
 import type * as T from "../../domain/Types.js"
 import { Conflict, GrpcCode, InvalidParameter, NotFound, System } from "../../errors/ContainerdError.js"
 import { currentLease, currentNamespace } from "../../services/Containerd.js"
-import type { Signal } from "./signal.js"
+import type { Signal } from "../signal.js"
 
 /** A process of a task: its init (`execId` "") or an exec. */
 export interface Proc {

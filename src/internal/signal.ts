@@ -1,8 +1,9 @@
 /**
- * A result set once and awaited by plain callbacks: what the in-memory layers
- * use instead of a `Deferred`, which is a large object (a copy of Effect's
- * commit prototype) and which they would otherwise make several of per
- * process.
+ * A result set once and awaited by plain callbacks: what the ProcessIO layers,
+ * the in-memory containerd and the client use instead of a `Deferred` where
+ * they need several per process. A `Deferred` is a large object (each one
+ * copies Effect's commit prototype): making one costs about 3 µs and
+ * garbage.
  *
  * @internal
  */
