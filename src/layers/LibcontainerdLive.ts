@@ -210,15 +210,9 @@ export const make = (options: Options) =>
     const containers = new Map<string, ContainerEntry>()
     const events = yield* PubSub.unbounded<ProcessedEvent>()
 
-    const span =
-      (name: string, attributes: Record<string, string>) =>
-      <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-        Effect.withSpan(Telemetry.measured(name)(effect), `Libcontainerd.${name}`, {
-          attributes: { ...attributes, "containerd.namespace": namespace },
-          kind: "client",
-          // the span names the operation; a stack trace per call costs more than the call's own work
-          captureStackTrace: false,
-        })
+    // the span names the operation (no stack trace: one per call costs more than the call's own work)
+    const span = (name: string, attributes: Record<string, string>) =>
+      Telemetry.traced(name, `Libcontainerd.${name}`, { ...attributes, "containerd.namespace": namespace })
 
     // ---- registry look-ups (the seed's getContainer / getProcess) ----
 
