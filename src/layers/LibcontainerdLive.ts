@@ -14,10 +14,11 @@ import * as Path from "node:path"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
+import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
@@ -157,13 +158,40 @@ const attach = <E, R>(
   const readers = Supervisor.unsafeTrack()
   return Effect.as(
     Effect.supervised(attachStdio(io, processId), readers),
-    Effect.flatMap(readers.value, (running) =>
-      running.length === 0
-        ? Effect.void
-        : Effect.ignore(Effect.timeout(Fiber.awaitAll(running), readersGrace)),
-    ),
+    Effect.flatMap(readers.value, (running) => (running.length === 0 ? Effect.void : awaitReaders(running))),
   )
 }
+
+const readersGraceMillis = Duration.toMillis(Duration.decode(readersGrace))
+
+/**
+ * Waits until every fiber has ended, at most `readersGrace` (real time, like a gRPC deadline). It watches the
+ * fibers with observers and one timer, where `Effect.timeout(Fiber.awaitAll(…))` forks two fibers to race.
+ */
+const awaitReaders = (running: ReadonlyArray<Fiber.RuntimeFiber<unknown, unknown>>): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    let pending = running.length
+    let done = false
+    const stop = () => {
+      done = true
+      clearTimeout(timer)
+      for (const fiber of running) fiber.removeObserver(onEnd)
+    }
+    const onEnd = () => {
+      pending -= 1
+      if (pending > 0 || done) return
+      stop()
+      resume(Effect.void)
+    }
+    const timer = setTimeout(() => {
+      if (done) return
+      stop()
+      resume(Effect.void)
+    }, readersGraceMillis)
+    // an observer added to a fiber that has ended runs at once
+    for (const fiber of running) if (!done) fiber.addObserver(onEnd)
+    return Effect.sync(stop)
+  })
 
 /**
  * The task topics the client does not act on (as the seed, it ignores a task's delete and checkpoint events); its
