@@ -14,13 +14,11 @@ import * as Path from "node:path"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -95,17 +93,42 @@ interface ProcessEntry {
   readonly scope: Scope.CloseableScope
   /** Absent for a restored task in UNKNOWN state, or one created without stdio. */
   readonly io: DirectIO | undefined
-  /** Completed once the exit has been delivered (events) or the process deleted. */
-  readonly exited: Deferred.Deferred<void>
   /** Waits (at most `readersGrace`) for the fibers `attachStdio` forked that still run. */
   readonly readersDone: Effect.Effect<void>
   /**
-   * An exec's pid once its start returned (0 when the start failed). Until then `pid` is 0, and an exit of this
-   * exec id waits for it: it may be a late exit of an earlier exec of the same id.
+   * Set once an exec's start returned (with `pid` set, or left 0 when the start failed). Until then `pid` is 0,
+   * and an exit of this exec id waits for it: it may be a late exit of an earlier exec of the same id.
    */
-  readonly pidKnown?: Deferred.Deferred<number>
+  readonly pidKnown?: PidLatch
   /** Set when an exit of this process was queued for the Backend: later exits are duplicates. */
   exitSeen?: boolean
+}
+
+/**
+ * Set once an exec's start has returned (its pid is then known, or 0 when the start failed), and a wait for that:
+ * what a `Deferred` did for `deliverExit`, without the two kilobytes a Deferred takes (it copies Effect's commit
+ * prototype into each one).
+ */
+class PidLatch {
+  private settled = false
+  private waiters: Array<() => void> = []
+  /** Settles the latch (the first call wins) and wakes every wait. */
+  set(): void {
+    if (this.settled) return
+    this.settled = true
+    const waiters = this.waiters
+    this.waiters = []
+    for (const wake of waiters) wake()
+  }
+  /** Waits until `set` was called. */
+  readonly await: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.settled) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    this.waiters.push(wake)
+    return Effect.sync(() => {
+      this.waiters = this.waiters.filter((w) => w !== wake)
+    })
+  })
 }
 
 /** One container the client tracks. */
@@ -377,12 +400,7 @@ export const make = (options: Options) =>
         ).pipe(
           extendMasked(scope),
           onFailureMasked((cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), undo)),
-          Effect.map(({ io, readersDone }) => ({
-            scope,
-            io,
-            readersDone,
-            exited: Deferred.unsafeMake<void>(FiberId.none),
-          })),
+          Effect.map(({ io, readersDone }) => ({ scope, io, readersDone })),
         )
       })
 
@@ -394,10 +412,7 @@ export const make = (options: Options) =>
       // the outputs have ended: readers finish with what was queued before the scope's close interrupts them
       const rest = Effect.zipRight(
         Effect.zipRight(process.readersDone, gone),
-        Effect.suspend(() => {
-          Deferred.unsafeDone(process.exited, Exit.void)
-          return Scope.close(process.scope, Exit.void)
-        }),
+        Effect.suspend(() => Scope.close(process.scope, Exit.void)),
       )
       const io = process.io
       return io === undefined
@@ -677,7 +692,7 @@ export const make = (options: Options) =>
                 ]),
               ),
             )
-            const pidKnown = Deferred.unsafeMake<number>(FiberId.none)
+            const pidKnown = new PidLatch()
             const process: ProcessEntry = { processId, pid: 0, pidKnown, ...prepared }
             entry.execs.set(processId, process)
             const started = yield* restore(
@@ -685,7 +700,7 @@ export const make = (options: Options) =>
             ).pipe(
               onFailureMasked(() =>
                 Effect.gen(function* () {
-                  Deferred.unsafeDone(pidKnown, Exit.succeed(0))
+                  pidKnown.set()
                   yield* forceDeleteProcess(containerId, processId)
                   entry.execs.delete(processId)
                   yield* releaseProcess(process)
@@ -693,7 +708,7 @@ export const make = (options: Options) =>
               ),
             )
             process.pid = started.pid
-            Deferred.unsafeDone(pidKnown, Exit.succeed(started.pid))
+            pidKnown.set()
             // the shim makes an exec's stdin when it starts: only now can a close be sent
             yield* prepared.io.processCreated
             return started.pid
@@ -852,7 +867,6 @@ export const make = (options: Options) =>
     ) =>
       Effect.gen(function* () {
         const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
-        const exited = yield* Deferred.make<void>()
         if (record.status === "UNKNOWN" || record.stdout === "") {
           return {
             processId,
@@ -860,7 +874,6 @@ export const make = (options: Options) =>
             scope,
             io: undefined,
             readersDone: Effect.void,
-            exited,
           } satisfies ProcessEntry
         }
         const { io, readersDone } = yield* Effect.gen(function* () {
@@ -872,7 +885,7 @@ export const make = (options: Options) =>
           const readersDone = yield* attach(attachStdio, io, processId)
           return { io, readersDone }
         }).pipe(ownedBy(scope))
-        return { processId, pid: record.pid, scope, io, readersDone, exited } satisfies ProcessEntry
+        return { processId, pid: record.pid, scope, io, readersDone } satisfies ProcessEntry
       })
 
     const restoreContainer: Libcontainerd.Service["restore"] = (id, attachStdio) =>
@@ -1089,7 +1102,7 @@ export const make = (options: Options) =>
       if (!pidSettled && process.pid === 0 && pid !== 0 && process.pidKnown !== undefined) {
         // the exec's start is in flight: this exit is its own (a fast process) or a late one of an earlier exec
         // of the same id, which must not end it; its start's pid tells them apart
-        return Effect.flatMap(Deferred.await(process.pidKnown), () =>
+        return Effect.flatMap(process.pidKnown.await, () =>
           deliverExit(entry, processId, pid, exitCode, exitedAt, true),
         )
       }
