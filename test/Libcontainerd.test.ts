@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import * as Spec from "../src/domain/Spec.js"
 import { System } from "../src/errors/ContainerdError.js"
 import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
@@ -77,5 +78,40 @@ describe("Libcontainerd (in-memory daemon)", () => {
       yield* lib.delete("att")
       assert.deepStrictEqual(yield* filesWith("/att/"), [])
     }).pipe(Effect.provide(client)),
+  )
+
+  it.live(
+    "an exec's release waits for a reader attachStdio forked at most readersGrace, then interrupts it",
+    () =>
+      Effect.gen(function* () {
+        const lib = yield* Libcontainerd
+        yield* lib.create("grace", spec("grace"))
+        yield* lib.start("grace")
+        const interrupted = yield* Deferred.make<number>()
+        const attach: AttachStdio = () =>
+          Effect.asVoid(
+            Effect.forkScoped(
+              Effect.onInterrupt(Effect.never, () => Deferred.succeed(interrupted, Date.now())),
+            ),
+          )
+        const started = Date.now()
+        yield* lib.exec("grace", "e", Spec.processFrom(spec("grace"), { args: ["true"] }), {
+          attachStdio: attach,
+        })
+        const at = yield* Deferred.await(interrupted).pipe(Effect.timeout("10 seconds"), Effect.orDie)
+        assert.isAtLeast(at - started, 1900, "the reader had readersGrace (2 s) before it was interrupted")
+        // the release ran to its end: the exec id is free again
+        yield* lib.exec("grace", "e", Spec.processFrom(spec("grace"), { args: ["sleep", "60"] })).pipe(
+          Effect.retry({
+            while: (e) => e._tag === "Conflict",
+            times: 100,
+            schedule: Schedule.spaced("10 millis"),
+          }),
+        )
+        yield* lib.signalProcess("grace", "init", "SIGKILL")
+        yield* Effect.flatMap(Containerd, (containerd) => containerd.tasks.wait({ containerId: "grace" }))
+        yield* lib.deleteTask("grace")
+        yield* lib.delete("grace")
+      }).pipe(Effect.provide(client)),
   )
 })

@@ -6,6 +6,7 @@ import * as FastCheck from "effect/FastCheck"
 import { pipe } from "effect/Function"
 import * as Schema from "effect/Schema"
 import * as Spec from "../src/domain/Spec.js"
+import * as FastDecode from "../src/internal/fastDecode.js"
 
 // ---------------------------------------------------------------------------
 // helpers and arbitraries
@@ -1068,6 +1069,163 @@ describe("validateDecoded and decoding a decoded value", () => {
       assert.strictEqual(
         yield* failureMessage(Spec.validateProcessDecoded(Spec.withProcessCwd(process, "."))),
         "process.cwd: must be an absolute path",
+      )
+    }),
+  )
+})
+
+// ---------------------------------------------------------------------------
+// the decoders' fast path
+// ---------------------------------------------------------------------------
+
+/** Every object and array inside `u` with the path to it (the root first). */
+const containers = (u: unknown, path: ReadonlyArray<PropertyKey> = []): Array<ReadonlyArray<PropertyKey>> => {
+  if (typeof u !== "object" || u === null) return []
+  const out: Array<ReadonlyArray<PropertyKey>> = [path]
+  for (const [key, value] of Object.entries(u)) out.push(...containers(value, [...path, key]))
+  return out
+}
+
+/** A deep copy of `u` with the field `key` of the container at `path` set to `value`, or deleted when `remove`. */
+const mutate = (
+  u: unknown,
+  path: ReadonlyArray<PropertyKey>,
+  key: string,
+  value: unknown,
+  remove: boolean,
+) => {
+  const copy = structuredClone(u) as Record<PropertyKey, unknown>
+  let target = copy
+  for (const step of path) target = target[step] as Record<PropertyKey, unknown>
+  if (remove) delete target[key]
+  else target[key] = value
+  return copy
+}
+
+const anyValue = FastCheck.oneof(
+  FastCheck.jsonValue({ maxDepth: 2 }),
+  FastCheck.constant(undefined),
+  FastCheck.double(),
+  FastCheck.array(FastCheck.oneof(FastCheck.string(), FastCheck.integer())),
+)
+
+describe("Spec decoders' fast path", () => {
+  const schemas = [Spec.Spec, Spec.Process, Spec.LinuxResources] as const
+  const checks = schemas.map((schema) => FastDecode.compile(schema.ast))
+
+  it("covers the spec, process and resources schemas", () => {
+    for (const check of checks) assert.isDefined(check)
+  })
+
+  it.prop(
+    "accepts what the schema accepts and builds the copy the schema's decode builds, unknown fields included",
+    [generatedSpec, unknownFields],
+    ([spec, extra]) => {
+      const input = { ...spec, ...extra }
+      const fast = checks[0]!(input)
+      assert.notStrictEqual(fast, FastDecode.refused)
+      assert.deepStrictEqual(fast, Schema.decodeUnknownSync(Spec.Spec)(input))
+      assert.notStrictEqual(fast, input, "a fresh copy")
+      if (spec.process !== undefined) {
+        assert.deepStrictEqual(checks[1]!(spec.process), Schema.decodeUnknownSync(Spec.Process)(spec.process))
+      }
+      const resources = spec.linux?.resources
+      if (resources !== undefined) {
+        assert.deepStrictEqual(
+          checks[2]!(resources),
+          Schema.decodeUnknownSync(Spec.LinuxResources)(resources),
+        )
+      }
+    },
+    { fastCheck: { numRuns: 60 } },
+  )
+
+  it.prop(
+    "a field set to anything, or removed, anywhere: refused exactly when the schema refuses, else the same copy",
+    [validSpec, FastCheck.nat(), FastCheck.string({ maxLength: 12 }), anyValue, FastCheck.boolean()],
+    ([spec, at, fallbackKey, value, remove]) => {
+      const places = containers(spec)
+      const path = places[at % places.length]!
+      let target: unknown = spec
+      for (const step of path) target = (target as Record<PropertyKey, unknown>)[step]
+      const keys = Object.keys(target as object)
+      const key = keys.length > 0 && at % 3 !== 0 ? keys[at % keys.length]! : fallbackKey
+      const input = mutate(spec, path, key, value, remove)
+      const viaSchema = Schema.decodeUnknownEither(Spec.Spec)(input)
+      const fast = checks[0]!(input)
+      if (Either.isLeft(viaSchema)) assert.strictEqual(fast, FastDecode.refused)
+      else assert.deepStrictEqual(fast, viaSchema.right)
+    },
+    { fastCheck: { numRuns: 400 } },
+  )
+
+  it("every field of a default spec set to a value of each kind, or removed: the same verdict and copy as the schema", () => {
+    const spec = Spec.withTerminal(
+      Spec.withMemoryLimit(
+        Spec.withUserNamespace(
+          base(),
+          [{ containerID: 0, hostID: 1000, size: 65536 }],
+          [{ containerID: 0, hostID: 1000, size: 65536 }],
+        ),
+        1 << 20,
+      ),
+      80,
+      24,
+    )
+    const kinds: ReadonlyArray<unknown> = [
+      undefined,
+      null,
+      "s",
+      "",
+      1,
+      -1,
+      1.5,
+      true,
+      [],
+      ["x"],
+      [1],
+      {},
+      { a: "b" },
+    ]
+    let refusals = 0
+    let checked = 0
+    for (const path of containers(spec)) {
+      let target: unknown = spec
+      for (const step of path) target = (target as Record<PropertyKey, unknown>)[step]
+      for (const key of [...Object.keys(target as object), "x-unknown"]) {
+        for (const [i, value] of [...kinds, "remove"].entries()) {
+          const input = mutate(spec, path, key, value, i === kinds.length)
+          const viaSchema = Schema.decodeUnknownEither(Spec.Spec)(input)
+          const fast = checks[0]!(input)
+          checked++
+          if (Either.isLeft(viaSchema)) {
+            refusals++
+            assert.strictEqual(
+              fast,
+              FastDecode.refused,
+              `${[...path, key].join(".")} = ${JSON.stringify(value)}`,
+            )
+          } else {
+            assert.deepStrictEqual(
+              fast,
+              viaSchema.right,
+              `${[...path, key].join(".")} = ${JSON.stringify(value)}`,
+            )
+          }
+        }
+      }
+    }
+    assert.isAbove(refusals, checked / 3, "most changes are refused")
+  })
+
+  it.effect("a spec the fast path refuses fails with the schema's message", () =>
+    Effect.gen(function* () {
+      const spec = base()
+      const bad = { ...spec, process: { ...spec.process!, args: ["/bin/sh", 7] } }
+      assert.strictEqual(checks[0]!(bad), FastDecode.refused)
+      assert.strictEqual(
+        yield* failureMessage(Spec.decode(bad)),
+        "process.args[1]: Expected string, actual 7",
       )
     }),
   )

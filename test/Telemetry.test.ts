@@ -15,6 +15,7 @@ import { tempStateDir } from "./support/client.js"
 
 interface Recorded {
   readonly name: string
+  readonly parent: string | undefined
   readonly attributes: Map<string, unknown>
   ended: boolean
   failed: boolean
@@ -26,7 +27,13 @@ const recordingTracer = () => {
   let next = 0
   const tracer = Tracer.make({
     span: (name, parent, context, links, startTime, kind) => {
-      const recorded: Recorded = { name, attributes: new Map(), ended: false, failed: false }
+      const recorded: Recorded = {
+        name,
+        parent: parent._tag === "Some" && parent.value._tag === "Span" ? parent.value.name : undefined,
+        attributes: new Map(),
+        ended: false,
+        failed: false,
+      }
       spans.push(recorded)
       const id = String(++next)
       const span: Tracer.Span = {
@@ -170,5 +177,41 @@ describe("telemetry", () => {
       assert.strictEqual(duration.count, 1)
       assert.isAtLeast(duration.max, 25, "the 30 ms operation is recorded as at least 25 ms")
     }),
+  )
+
+  it.effect(
+    "traced: the span is the effect's parent span while it runs and ends with its exit; the caller's span is back afterwards",
+    () =>
+      Effect.gen(function* () {
+        const { spans, tracer } = recordingTracer()
+        const op = Telemetry.traced("telemetry-traced", "Probe.op", { "container.id": "c" })
+        yield* Effect.gen(function* () {
+          const inside = yield* op(Effect.withSpan(Effect.currentSpan, "Probe.child"))
+          assert.strictEqual(inside.name, "Probe.child")
+          assert.strictEqual((yield* Effect.currentSpan).name, "caller")
+          const failed = yield* Effect.exit(op(Effect.fail(new NotFound({ message: "gone" }))))
+          assert.isTrue(failed._tag === "Failure")
+          assert.strictEqual((yield* Effect.currentSpan).name, "caller")
+          yield* Effect.exit(op(Effect.interrupt))
+          assert.strictEqual((yield* Effect.currentSpan).name, "caller")
+        }).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer))
+        const ops = spans.filter((s) => s.name === "Probe.op")
+        assert.strictEqual(ops.length, 3)
+        for (const span of ops) {
+          assert.strictEqual(span.parent, "caller")
+          assert.strictEqual(span.attributes.get("container.id"), "c")
+          assert.isTrue(span.ended)
+        }
+        assert.deepStrictEqual(
+          ops.map((s) => s.failed),
+          [false, true, true],
+        )
+        assert.strictEqual(spans.find((s) => s.name === "Probe.child")?.parent, "Probe.op")
+        assert.strictEqual(yield* counter(Telemetry.operations, { operation: "telemetry-traced" }), 3)
+        assert.strictEqual(
+          yield* counter(Telemetry.failures, { operation: "telemetry-traced", error: "NotFound" }),
+          1,
+        )
+      }),
   )
 })

@@ -33,6 +33,7 @@ import { dual } from "effect/Function"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { type InvalidParameter, invalidField } from "../errors/ContainerdError.js"
+import * as FastDecode from "../internal/fastDecode.js"
 
 // ---------------------------------------------------------------------------
 // Schema building blocks
@@ -428,8 +429,15 @@ const formatPath = (root: string, path: ReadonlyArray<PropertyKey>): string => {
 const decoder = <A>(schema: Schema.Schema<A>, root: string) => {
   const decoded = new WeakSet<object>()
   const decodeEither = Schema.decodeUnknownEither(schema)
+  // the same copy the schema's decode makes, built without its bookkeeping; what it refuses, the schema explains
+  const fast = FastDecode.compile(schema.ast)
   return (u: unknown): Effect.Effect<A, InvalidParameter> => {
     if (typeof u === "object" && u !== null && decoded.has(u)) return Effect.succeed(u as A)
+    const quick = fast === undefined ? FastDecode.refused : fast(u)
+    if (quick !== FastDecode.refused) {
+      if (typeof quick === "object" && quick !== null) decoded.add(quick)
+      return Effect.succeed(quick as A)
+    }
     const result = decodeEither(u)
     if (Either.isRight(result)) {
       if (typeof result.right === "object" && result.right !== null) decoded.add(result.right)

@@ -13,12 +13,12 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
-import * as Deferred from "effect/Deferred"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -93,17 +93,42 @@ interface ProcessEntry {
   readonly scope: Scope.CloseableScope
   /** Absent for a restored task in UNKNOWN state, or one created without stdio. */
   readonly io: DirectIO | undefined
-  /** Completed once the exit has been delivered (events) or the process deleted. */
-  readonly exited: Deferred.Deferred<void>
   /** Waits (at most `readersGrace`) for the fibers `attachStdio` forked that still run. */
   readonly readersDone: Effect.Effect<void>
   /**
-   * An exec's pid once its start returned (0 when the start failed). Until then `pid` is 0, and an exit of this
-   * exec id waits for it: it may be a late exit of an earlier exec of the same id.
+   * Set once an exec's start returned (with `pid` set, or left 0 when the start failed). Until then `pid` is 0,
+   * and an exit of this exec id waits for it: it may be a late exit of an earlier exec of the same id.
    */
-  readonly pidKnown?: Deferred.Deferred<number>
+  readonly pidKnown?: PidLatch
   /** Set when an exit of this process was queued for the Backend: later exits are duplicates. */
   exitSeen?: boolean
+}
+
+/**
+ * Set once an exec's start has returned (its pid is then known, or 0 when the start failed), and a wait for that:
+ * what a `Deferred` did for `deliverExit`, without the two kilobytes a Deferred takes (it copies Effect's commit
+ * prototype into each one).
+ */
+class PidLatch {
+  private settled = false
+  private waiters: Array<() => void> = []
+  /** Settles the latch (the first call wins) and wakes every wait. */
+  set(): void {
+    if (this.settled) return
+    this.settled = true
+    const waiters = this.waiters
+    this.waiters = []
+    for (const wake of waiters) wake()
+  }
+  /** Waits until `set` was called. */
+  readonly await: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.settled) return resume(Effect.void)
+    const wake = () => resume(Effect.void)
+    this.waiters.push(wake)
+    return Effect.sync(() => {
+      this.waiters = this.waiters.filter((w) => w !== wake)
+    })
+  })
 }
 
 /** One container the client tracks. */
@@ -157,13 +182,40 @@ const attach = <E, R>(
   const readers = Supervisor.unsafeTrack()
   return Effect.as(
     Effect.supervised(attachStdio(io, processId), readers),
-    Effect.flatMap(readers.value, (running) =>
-      running.length === 0
-        ? Effect.void
-        : Effect.ignore(Effect.timeout(Fiber.awaitAll(running), readersGrace)),
-    ),
+    Effect.flatMap(readers.value, (running) => (running.length === 0 ? Effect.void : awaitReaders(running))),
   )
 }
+
+const readersGraceMillis = Duration.toMillis(Duration.decode(readersGrace))
+
+/**
+ * Waits until every fiber has ended, at most `readersGrace` (real time, like a gRPC deadline). It watches the
+ * fibers with observers and one timer, where `Effect.timeout(Fiber.awaitAll(…))` forks two fibers to race.
+ */
+const awaitReaders = (running: ReadonlyArray<Fiber.RuntimeFiber<unknown, unknown>>): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    let pending = running.length
+    let done = false
+    const stop = () => {
+      done = true
+      clearTimeout(timer)
+      for (const fiber of running) fiber.removeObserver(onEnd)
+    }
+    const onEnd = () => {
+      pending -= 1
+      if (pending > 0 || done) return
+      stop()
+      resume(Effect.void)
+    }
+    const timer = setTimeout(() => {
+      if (done) return
+      stop()
+      resume(Effect.void)
+    }, readersGraceMillis)
+    // an observer added to a fiber that has ended runs at once
+    for (const fiber of running) if (!done) fiber.addObserver(onEnd)
+    return Effect.sync(stop)
+  })
 
 /**
  * The task topics the client does not act on (as the seed, it ignores a task's delete and checkpoint events); its
@@ -210,15 +262,9 @@ export const make = (options: Options) =>
     const containers = new Map<string, ContainerEntry>()
     const events = yield* PubSub.unbounded<ProcessedEvent>()
 
-    const span =
-      (name: string, attributes: Record<string, string>) =>
-      <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-        Effect.withSpan(Telemetry.measured(name)(effect), `Libcontainerd.${name}`, {
-          attributes: { ...attributes, "containerd.namespace": namespace },
-          kind: "client",
-          // the span names the operation; a stack trace per call costs more than the call's own work
-          captureStackTrace: false,
-        })
+    // the span names the operation (no stack trace: one per call costs more than the call's own work)
+    const span = (name: string, attributes: Record<string, string>) =>
+      Telemetry.traced(name, `Libcontainerd.${name}`, { ...attributes, "containerd.namespace": namespace })
 
     // ---- registry look-ups (the seed's getContainer / getProcess) ----
 
@@ -290,6 +336,27 @@ export const make = (options: Options) =>
           onSuccess: (a) => Effect.as(finalizer, a),
         })
 
+    /**
+     * `Scope.extend(scope)` for a step that runs uninterruptibly (as `onFailureMasked`): the scope is added to the
+     * fiber's context with `FiberRef.set`, and the caller's context set back when `effect` ends, instead of the
+     * acquire-use-release of `Scope.extend` (26 Effect steps against 8). `effect` keeps its own interruptibility
+     * (a `restore` inside it).
+     */
+    const extendMasked =
+      (scope: Scope.Scope) =>
+      <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Scope.Scope>> =>
+        Effect.withFiberRuntime((fiber) => {
+          const context = fiber.currentContext
+          const restoreContext = FiberRef.set(FiberRef.currentContext, context)
+          return Effect.zipRight(
+            FiberRef.set(FiberRef.currentContext, Context.add(context, Scope.Scope, scope)),
+            Effect.matchCauseEffect(effect as Effect.Effect<A, E, Exclude<R, Scope.Scope>>, {
+              onFailure: (cause) => Effect.zipRight(restoreContext, Effect.failCause(cause)),
+              onSuccess: (a) => Effect.as(restoreContext, a),
+            }),
+          )
+        })
+
     /** Runs `effect` in a process's scope, and closes that scope when it fails. */
     const ownedBy =
       (scope: Scope.CloseableScope) =>
@@ -329,15 +396,11 @@ export const make = (options: Options) =>
             const io = yield* processIO.open(set, { onStdinClose: closeStdinHook(entry.id, execId) })
             const readersDone = yield* attach(attachStdio, io, processId)
             return { io, readersDone }
-          }).pipe(Scope.extend(scope)),
+          }),
         ).pipe(
+          extendMasked(scope),
           onFailureMasked((cause) => Effect.zipRight(Scope.close(scope, Exit.failCause(cause)), undo)),
-          Effect.map(({ io, readersDone }) => ({
-            scope,
-            io,
-            readersDone,
-            exited: Deferred.unsafeMake<void>(FiberId.none),
-          })),
+          Effect.map(({ io, readersDone }) => ({ scope, io, readersDone })),
         )
       })
 
@@ -345,19 +408,20 @@ export const make = (options: Options) =>
      * Releases a process's IO after its exit: bounded drain, then every fd and FIFO goes. `gone` runs once the
      * FIFOs are removed (an exec's id is freed there: a new exec of that id makes FIFOs of the same paths).
      */
-    const releaseProcess = (process: ProcessEntry, gone: Effect.Effect<void> = Effect.void) =>
-      Effect.gen(function* () {
-        if (process.io !== undefined) {
-          yield* process.io.markExited
-          yield* process.io.awaitDrained
-          yield* process.io.processDeleted
-        }
-        // the outputs have ended: readers finish with what was queued before the scope's close interrupts them
-        yield* process.readersDone
-        yield* gone
-        yield* Deferred.succeed(process.exited, undefined)
-        yield* Scope.close(process.scope, Exit.void)
-      })
+    const releaseProcess = (process: ProcessEntry, gone: Effect.Effect<void> = Effect.void) => {
+      // the outputs have ended: readers finish with what was queued before the scope's close interrupts them
+      const rest = Effect.zipRight(
+        Effect.zipRight(process.readersDone, gone),
+        Effect.suspend(() => Scope.close(process.scope, Exit.void)),
+      )
+      const io = process.io
+      return io === undefined
+        ? rest
+        : Effect.zipRight(
+            Effect.zipRight(Effect.zipRight(io.markExited, io.awaitDrained), io.processDeleted),
+            rest,
+          )
+    }
 
     /** Releases IO of a process that was never created in containerd (or is gone). */
     const abandonProcess = (prepared: { scope: Scope.CloseableScope; io: DirectIO }) =>
@@ -628,7 +692,7 @@ export const make = (options: Options) =>
                 ]),
               ),
             )
-            const pidKnown = Deferred.unsafeMake<number>(FiberId.none)
+            const pidKnown = new PidLatch()
             const process: ProcessEntry = { processId, pid: 0, pidKnown, ...prepared }
             entry.execs.set(processId, process)
             const started = yield* restore(
@@ -636,7 +700,7 @@ export const make = (options: Options) =>
             ).pipe(
               onFailureMasked(() =>
                 Effect.gen(function* () {
-                  Deferred.unsafeDone(pidKnown, Exit.succeed(0))
+                  pidKnown.set()
                   yield* forceDeleteProcess(containerId, processId)
                   entry.execs.delete(processId)
                   yield* releaseProcess(process)
@@ -644,7 +708,7 @@ export const make = (options: Options) =>
               ),
             )
             process.pid = started.pid
-            Deferred.unsafeDone(pidKnown, Exit.succeed(started.pid))
+            pidKnown.set()
             // the shim makes an exec's stdin when it starts: only now can a close be sent
             yield* prepared.io.processCreated
             return started.pid
@@ -803,7 +867,6 @@ export const make = (options: Options) =>
     ) =>
       Effect.gen(function* () {
         const scope = yield* Scope.fork(clientScope, ExecutionStrategy.sequential)
-        const exited = yield* Deferred.make<void>()
         if (record.status === "UNKNOWN" || record.stdout === "") {
           return {
             processId,
@@ -811,7 +874,6 @@ export const make = (options: Options) =>
             scope,
             io: undefined,
             readersDone: Effect.void,
-            exited,
           } satisfies ProcessEntry
         }
         const { io, readersDone } = yield* Effect.gen(function* () {
@@ -823,7 +885,7 @@ export const make = (options: Options) =>
           const readersDone = yield* attach(attachStdio, io, processId)
           return { io, readersDone }
         }).pipe(ownedBy(scope))
-        return { processId, pid: record.pid, scope, io, readersDone, exited } satisfies ProcessEntry
+        return { processId, pid: record.pid, scope, io, readersDone } satisfies ProcessEntry
       })
 
     const restoreContainer: Libcontainerd.Service["restore"] = (id, attachStdio) =>
@@ -1040,7 +1102,7 @@ export const make = (options: Options) =>
       if (!pidSettled && process.pid === 0 && pid !== 0 && process.pidKnown !== undefined) {
         // the exec's start is in flight: this exit is its own (a fast process) or a late one of an earlier exec
         // of the same id, which must not end it; its start's pid tells them apart
-        return Effect.flatMap(Deferred.await(process.pidKnown), () =>
+        return Effect.flatMap(process.pidKnown.await, () =>
           deliverExit(entry, processId, pid, exitCode, exitedAt, true),
         )
       }
