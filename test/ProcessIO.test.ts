@@ -16,6 +16,7 @@ import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
 import { System } from "../src/errors/ContainerdError.js"
 import * as ProcessIOMemory from "../src/layers/ProcessIOMemory.js"
 import * as ProcessIONode from "../src/layers/ProcessIONode.js"
@@ -989,6 +990,29 @@ describe("ProcessIOMemory", () => {
         Effect.timeoutFail({ duration: "100 millis", onTimeout: () => "not drained" }),
       )
     }).pipe(Effect.provide(memory)),
+  )
+
+  it.scoped(
+    "drain bound under the TestClock: output held open after markExited is cut when the bound has passed on it",
+    () =>
+      Effect.gen(function* () {
+        const io = yield* ProcessIO
+        const shim = yield* ProcessIOMemory.ProcessIOMemory
+        const set = yield* io.create({ bundleDir: bundle, processId: "init", stdin: false, terminal: false })
+        const side = yield* shim.processSide({ stdout: set.stdout })
+        const dio = yield* io.open(set)
+        const out = yield* Effect.fork(text(dio.stdout))
+        yield* side.stdout.write(Buffer.from("held"))
+        yield* side.stderr!.close
+        yield* dio.markExited
+        // the bound runs on the test's clock: no real time ends the output, the clock's 200 ms do
+        yield* TestClock.adjust("199 millis")
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 300)))
+        assert.isTrue(Option.isNone(yield* Fiber.poll(out)), "cut before the bound passed on the TestClock")
+        yield* TestClock.adjust("1 millis")
+        assert.strictEqual(yield* Fiber.join(out), "held")
+        yield* dio.awaitDrained
+      }).pipe(Effect.provide(memory)),
   )
 
   it.scopedLive("ownership: created processes keep their set for reattach; processDeleted removes it", () =>

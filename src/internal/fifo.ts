@@ -10,10 +10,12 @@ import { createRequire } from "node:module"
 import * as Net from "node:net"
 import * as Util from "node:util"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -735,14 +737,23 @@ export interface DirectIOParts {
 const outputStream = (end: OutputEnd): Stream.Stream<Uint8Array, ContainerdError> =>
   Stream.repeatEffectChunkOption(end.take)
 
+/** The clock of Effect's default services: `makeDirectIO` times its drain cut with a plain timer on it. */
+const liveClock = Context.get(DefaultServices.liveServices, Clock.Clock)
+
+/** The longest delay `setTimeout` keeps (a longer one fires at once). */
+const maxTimerMillis = 2 ** 31 - 1
+
+const noop = (): void => {}
+
 /**
  * Builds a `DirectIO` over opened ends; its scope's close closes every end.
  *
  * Stdin close: `closeStdin` sets `requested`, `processCreated` sets `created`; each checks both in one synchronous
  * step, so exactly one of them starts the hook, forked in the scope (an interrupted caller does not cancel it),
  * and its result lands in a signal. Drain: `markExited` drops stdin and, unless every output has reached EOF
- * already, forks one fiber that cuts the outputs at `drainTimeout`; it is interrupted once they all end. The ends'
- * EOF and close are counted by plain callbacks, so an IO whose outputs end in time costs no fiber at all.
+ * already, starts the cut of the outputs at `drainTimeout` (a timer on the live clock, a fiber on any other), which
+ * is stopped once they all end. The ends' EOF and close are counted by plain callbacks, so an IO costs no fiber of
+ * its own on the live clock.
  */
 export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, never, Scope.Scope> =>
   Effect.gen(function* () {
@@ -760,13 +771,15 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
 
     // every output ended (EOF, cut or closed): one signal, completed by counting
     const drained = new Signal()
-    let drainCut: Fiber.RuntimeFiber<void> | undefined
+    // stops the pending drain cut, if there is one
+    let stopCut: (() => void) | undefined
     let open = outputs.length
     const onEnded = () => {
       open -= 1
       if (open > 0) return
       drained.succeed(undefined)
-      drainCut?.unsafeInterruptAsFork(FiberId.none)
+      stopCut?.()
+      stopCut = undefined
     }
     for (const end of outputs) end.ended.on(onEnded)
 
@@ -785,21 +798,34 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       if (hasExited) return Effect.void
       hasExited = true
       exited.succeed(undefined)
-      const cut =
-        open === 0
-          ? Effect.void
-          : Effect.sleep(parts.drainTimeout).pipe(
-              Effect.zipRight(closeOutputs),
-              Effect.forkIn(scope),
-              Effect.flatMap((fiber) =>
-                Effect.sync(() => {
-                  if (open === 0) fiber.unsafeInterruptAsFork(FiberId.none)
-                  else drainCut = fiber
-                }),
-              ),
-            )
+      const cut = open === 0 ? Effect.void : Effect.clockWith(startCut)
       return stdin === undefined ? cut : Effect.zipRight(stdin.close, cut)
     })
+
+    // The drain cut. On Effect's live clock it is a plain timer: no fiber per exited process whose output is still
+    // open. On any other clock (a TestClock) it is a fiber sleeping on that clock, so that the bound passes with it.
+    const startCut = (clock: Clock.Clock): Effect.Effect<void> => {
+      const millis = Duration.toMillis(parts.drainTimeout)
+      if (clock === liveClock && millis <= maxTimerMillis) {
+        const timer = setTimeout(() => {
+          stopCut = undefined
+          for (const end of outputs) end.destroy(noop)
+        }, millis)
+        timer.unref()
+        stopCut = () => clearTimeout(timer)
+        return Effect.void
+      }
+      return Effect.sleep(parts.drainTimeout).pipe(
+        Effect.zipRight(closeOutputs),
+        Effect.forkIn(scope),
+        Effect.flatMap((fiber) =>
+          Effect.sync(() => {
+            if (open === 0) fiber.unsafeInterruptAsFork(FiberId.none)
+            else stopCut = () => fiber.unsafeInterruptAsFork(FiberId.none)
+          }),
+        ),
+      )
+    }
 
     const claimHook = (): boolean => {
       if (!state.created || !closeRequested || hookStarted) return false

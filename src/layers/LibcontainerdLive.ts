@@ -45,6 +45,7 @@ import { Backend } from "../services/Backend.js"
 import * as Checkpoint from "../internal/checkpoint.js"
 import * as EventQueue from "../internal/eventQueue.js"
 import * as Telemetry from "../internal/telemetry.js"
+import { Signal } from "../internal/signal.js"
 import * as TaskEventsLive from "./TaskEventsLive.js"
 import {
   Containerd,
@@ -99,36 +100,9 @@ interface ProcessEntry {
    * Set once an exec's start returned (with `pid` set, or left 0 when the start failed). Until then `pid` is 0,
    * and an exit of this exec id waits for it: it may be a late exit of an earlier exec of the same id.
    */
-  readonly pidKnown?: PidLatch
+  readonly pidKnown?: Signal
   /** Set when an exit of this process was queued for the Backend: later exits are duplicates. */
   exitSeen?: boolean
-}
-
-/**
- * Set once an exec's start has returned (its pid is then known, or 0 when the start failed), and a wait for that:
- * what a `Deferred` did for `deliverExit`, without the two kilobytes a Deferred takes (it copies Effect's commit
- * prototype into each one).
- */
-class PidLatch {
-  private settled = false
-  private waiters: Array<() => void> = []
-  /** Settles the latch (the first call wins) and wakes every wait. */
-  set(): void {
-    if (this.settled) return
-    this.settled = true
-    const waiters = this.waiters
-    this.waiters = []
-    for (const wake of waiters) wake()
-  }
-  /** Waits until `set` was called. */
-  readonly await: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.settled) return resume(Effect.void)
-    const wake = () => resume(Effect.void)
-    this.waiters.push(wake)
-    return Effect.sync(() => {
-      this.waiters = this.waiters.filter((w) => w !== wake)
-    })
-  })
 }
 
 /** One container the client tracks. */
@@ -692,7 +666,8 @@ export const make = (options: Options) =>
                 ]),
               ),
             )
-            const pidKnown = new PidLatch()
+            // a Signal, not a Deferred: a Deferred copies Effect's commit prototype (about 2 KB each)
+            const pidKnown = new Signal()
             const process: ProcessEntry = { processId, pid: 0, pidKnown, ...prepared }
             entry.execs.set(processId, process)
             const started = yield* restore(
@@ -700,7 +675,7 @@ export const make = (options: Options) =>
             ).pipe(
               onFailureMasked(() =>
                 Effect.gen(function* () {
-                  pidKnown.set()
+                  pidKnown.succeed(undefined)
                   yield* forceDeleteProcess(containerId, processId)
                   entry.execs.delete(processId)
                   yield* releaseProcess(process)
@@ -708,7 +683,7 @@ export const make = (options: Options) =>
               ),
             )
             process.pid = started.pid
-            pidKnown.set()
+            pidKnown.succeed(undefined)
             // the shim makes an exec's stdin when it starts: only now can a close be sent
             yield* prepared.io.processCreated
             return started.pid
