@@ -3,6 +3,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as Spec from "../src/domain/Spec.js"
@@ -10,7 +11,9 @@ import { System } from "../src/errors/ContainerdError.js"
 import * as ContainerdMemory from "../src/layers/ContainerdMemory.js"
 import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
 import * as ProcessIOMemory from "../src/layers/ProcessIOMemory.js"
+import type { ProcessIO } from "../src/services/ProcessIO.js"
 import * as Backend from "../src/services/Backend.js"
+import type { CreateTaskInput } from "../src/domain/Types.js"
 import { Containerd } from "../src/services/Containerd.js"
 import { type AttachStdio, Libcontainerd } from "../src/services/Libcontainerd.js"
 import { tempStateDir } from "./support/client.js"
@@ -114,4 +117,111 @@ describe("Libcontainerd (in-memory daemon)", () => {
         yield* lib.delete("grace")
       }).pipe(Effect.provide(client)),
   )
+
+  describe("the task's runc options", () => {
+    /** The in-memory daemon with every Tasks.Create request recorded, under a client made by `clientLayer`. */
+    const recording = <E>(
+      clientLayer: Layer.Layer<
+        Libcontainerd,
+        E,
+        Containerd | ProcessIOMemory.ProcessIOMemory | Backend.Backend | ProcessIO
+      >,
+    ) => {
+      const requests: Array<CreateTaskInput> = []
+      const recorder = Layer.effect(
+        Containerd,
+        Effect.map(Containerd, (c) => ({
+          ...c,
+          tasks: {
+            ...c.tasks,
+            create: (input: CreateTaskInput) =>
+              Effect.zipRight(
+                Effect.sync(() => requests.push(input)),
+                c.tasks.create(input),
+              ),
+          },
+        })),
+      )
+      const layer = clientLayer.pipe(
+        Layer.provideMerge(Backend.layerNoop),
+        Layer.provideMerge(recorder.pipe(Layer.provideMerge(ContainerdMemory.layerWithProcessIO()))),
+        Layer.orDie,
+      )
+      return { requests, layer }
+    }
+
+    /** `spec(id)` in a new user namespace whose uid 0 and gid 0 map to these host ids. */
+    const userNsSpec = (id: string, hostUid: number, hostGid: number): Spec.Spec => {
+      const base = spec(id)
+      return {
+        ...base,
+        linux: {
+          ...base.linux,
+          namespaces: [...(base.linux?.namespaces ?? []), { type: "user" }],
+          uidMappings: [{ containerID: 0, hostID: hostUid, size: 65536 }],
+          gidMappings: [{ containerID: 0, hostID: hostGid, size: 65536 }],
+        },
+      }
+    }
+
+    /** Creates and starts `id`, then stops and deletes it; the options its Tasks.Create carried. */
+    const optionsOf = (requests: ReadonlyArray<CreateTaskInput>, id: string, s: Spec.Spec) =>
+      Effect.gen(function* () {
+        const lib = yield* Libcontainerd
+        const containerd = yield* Containerd
+        yield* lib.create(id, s)
+        yield* lib.start(id)
+        yield* lib.signalProcess(id, "init", "SIGKILL")
+        yield* containerd.tasks.wait({ containerId: id })
+        yield* lib.deleteTask(id)
+        yield* lib.delete(id)
+        const request = requests.find((r) => r.containerId === id)
+        assert.isDefined(request, `a Tasks.Create for ${id}`)
+        return request?.options
+      })
+
+    it.live(
+      "noPivotRoot is sent as NoPivotRoot; IoUid/IoGid are the host ids of the user namespace's 0",
+      () => {
+        const { requests, layer } = recording(
+          LibcontainerdLive.layer({ stateDir: tempStateDir("opts-"), noPivotRoot: true }),
+        )
+        return Effect.gen(function* () {
+          assert.deepStrictEqual(yield* optionsOf(requests, "userns", userNsSpec("userns", 100000, 200000)), {
+            ioUid: 100000,
+            ioGid: 200000,
+            noPivotRoot: true,
+          })
+          assert.deepStrictEqual(yield* optionsOf(requests, "plain", spec("plain")), { noPivotRoot: true })
+        }).pipe(Effect.provide(layer))
+      },
+    )
+
+    it.live("without noPivotRoot and without a user namespace no options are sent", () => {
+      const { requests, layer } = recording(LibcontainerdLive.layer({ stateDir: tempStateDir("opts-") }))
+      return Effect.gen(function* () {
+        assert.isUndefined(yield* optionsOf(requests, "plain", spec("plain")))
+      }).pipe(Effect.provide(layer))
+    })
+
+    it.live(
+      "layerConfig: DOCKER_RAMDISK (any value) turns NoPivotRoot on, as in the seed; unset leaves it off",
+      () =>
+        Effect.gen(function* () {
+          for (const [env, expected] of [
+            [{ DOCKER_RAMDISK: "1" }, { noPivotRoot: true }],
+            [{}, undefined],
+          ] as const) {
+            const withEnv = Layer.setConfigProvider(
+              ConfigProvider.fromMap(
+                new Map(Object.entries({ LIBCONTAINERD_STATE_DIR: tempStateDir("ramdisk-"), ...env })),
+              ),
+            )
+            const { requests, layer } = recording(LibcontainerdLive.layerConfig.pipe(Layer.provide(withEnv)))
+            const options = yield* optionsOf(requests, "ramdisk", spec("ramdisk")).pipe(Effect.provide(layer))
+            assert.deepStrictEqual(options, expected, JSON.stringify(env))
+          }
+        }),
+    )
+  })
 })
