@@ -136,7 +136,9 @@ export const specUser = (spec: Spec.Spec): { readonly uid: number; readonly gid:
   const hasUserNs = spec.linux?.namespaces?.some((ns) => ns.type === "user") ?? false
   if (!hasUserNs) return { uid: 0, gid: 0 }
   // the host id of container id 0: the mapping whose range holds 0 (the seed's hostIDFromMap), else 0
-  const root = (mappings: ReadonlyArray<{ containerID: number; hostID: number; size: number }> | undefined) => {
+  const root = (
+    mappings: ReadonlyArray<{ containerID: number; hostID: number; size: number }> | undefined,
+  ) => {
     const m = mappings?.find((m) => m.containerID <= 0 && 0 < m.containerID + m.size)
     return m === undefined ? 0 : m.hostID - m.containerID
   }
