@@ -13,7 +13,7 @@ import * as LibcontainerdLive from "../src/layers/LibcontainerdLive.js"
 import * as ProcessIOMemory from "../src/layers/ProcessIOMemory.js"
 import type { ProcessIO } from "../src/services/ProcessIO.js"
 import * as Backend from "../src/services/Backend.js"
-import type { CreateTaskInput } from "../src/domain/Types.js"
+import type { CreateTaskInput, ProcessRef } from "../src/domain/Types.js"
 import { Containerd } from "../src/services/Containerd.js"
 import { type AttachStdio, Libcontainerd } from "../src/services/Libcontainerd.js"
 import { tempStateDir } from "./support/client.js"
@@ -224,4 +224,71 @@ describe("Libcontainerd (in-memory daemon)", () => {
         }),
     )
   })
+
+  it.live(
+    "exec starts are serialized per container: one Tasks.Start of an exec in flight per container, containers in parallel",
+    () => {
+      // every exec start takes 20 ms in flight; the wrapper counts how many overlap, per container and in all
+      const inFlight = new Map<string, number>()
+      let most = 0
+      let mostPerContainer = 0
+      let total = 0
+      const slowStarts = Layer.effect(
+        Containerd,
+        Effect.map(Containerd, (c) => ({
+          ...c,
+          tasks: {
+            ...c.tasks,
+            start: (ref: ProcessRef) =>
+              ref.execId === undefined || ref.execId === ""
+                ? c.tasks.start(ref)
+                : Effect.acquireUseRelease(
+                    Effect.sync(() => {
+                      const now = (inFlight.get(ref.containerId) ?? 0) + 1
+                      inFlight.set(ref.containerId, now)
+                      total += 1
+                      mostPerContainer = Math.max(mostPerContainer, now)
+                      most = Math.max(most, total)
+                    }),
+                    () => Effect.zipRight(Effect.sleep("20 millis"), c.tasks.start(ref)),
+                    () =>
+                      Effect.sync(() => {
+                        inFlight.set(ref.containerId, (inFlight.get(ref.containerId) ?? 1) - 1)
+                        total -= 1
+                      }),
+                  ),
+          },
+        })),
+      )
+      const layer = LibcontainerdLive.layer({ stateDir: tempStateDir("serial-") }).pipe(
+        Layer.provideMerge(Backend.layerNoop),
+        Layer.provideMerge(slowStarts.pipe(Layer.provideMerge(ContainerdMemory.layerWithProcessIO()))),
+        Layer.orDie,
+      )
+      return Effect.gen(function* () {
+        const lib = yield* Libcontainerd
+        const containerd = yield* Containerd
+        const ids = ["ser-a", "ser-b"]
+        for (const id of ids) {
+          yield* lib.create(id, spec(id))
+          yield* lib.start(id)
+        }
+        const process = Spec.processFrom(spec("ser-a"), { args: ["sleep", "60"] })
+        const pids = yield* Effect.forEach(
+          ids.flatMap((id) => [1, 2, 3, 4].map((n) => [id, `e${n}`] as const)),
+          ([id, execId]) => lib.exec(id, execId, process),
+          { concurrency: "unbounded" },
+        )
+        assert.strictEqual(new Set(pids).size, 8, "every exec started")
+        assert.strictEqual(mostPerContainer, 1, "one exec start in flight per container")
+        assert.strictEqual(most, 2, "the two containers' exec starts ran side by side")
+        for (const id of ids) {
+          yield* lib.signalProcess(id, "init", "SIGKILL")
+          yield* containerd.tasks.wait({ containerId: id })
+          yield* lib.deleteTask(id)
+          yield* lib.delete(id)
+        }
+      }).pipe(Effect.provide(layer))
+    },
+  )
 })
