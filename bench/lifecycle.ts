@@ -84,8 +84,8 @@ const specUrl = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 const processUrl = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 const runtimeName = "io.containerd.runc.v2"
 
-const lifecycleN = 60
-const execN = 60
+const lifecycleN = 150
+const execN = 150
 const concurrentRounds = 50
 const concurrentWarmup = 2
 const concurrency = 20
