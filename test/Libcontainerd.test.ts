@@ -16,7 +16,7 @@ import * as Backend from "../src/services/Backend.js"
 import type { CreateTaskInput, ProcessRef } from "../src/domain/Types.js"
 import { Containerd } from "../src/services/Containerd.js"
 import { type AttachStdio, Libcontainerd } from "../src/services/Libcontainerd.js"
-import { tempStateDir } from "./support/client.js"
+import { editTasks, tempStateDir } from "./support/client.js"
 
 const client = LibcontainerdLive.layer({ stateDir: tempStateDir("client-") }).pipe(
   Layer.provideMerge(Backend.layerNoop),
@@ -128,20 +128,13 @@ describe("Libcontainerd (in-memory daemon)", () => {
       >,
     ) => {
       const requests: Array<CreateTaskInput> = []
-      const recorder = Layer.effect(
-        Containerd,
-        Effect.map(Containerd, (c) => ({
-          ...c,
-          tasks: {
-            ...c.tasks,
-            create: (input: CreateTaskInput) =>
-              Effect.zipRight(
-                Effect.sync(() => requests.push(input)),
-                c.tasks.create(input),
-              ),
-          },
-        })),
-      )
+      const recorder = editTasks((c) => ({
+        create: (input: CreateTaskInput) =>
+          Effect.zipRight(
+            Effect.sync(() => requests.push(input)),
+            c.tasks.create(input),
+          ),
+      }))
       const layer = clientLayer.pipe(
         Layer.provideMerge(Backend.layerNoop),
         Layer.provideMerge(recorder.pipe(Layer.provideMerge(ContainerdMemory.layerWithProcessIO()))),
@@ -233,33 +226,26 @@ describe("Libcontainerd (in-memory daemon)", () => {
       let most = 0
       let mostPerContainer = 0
       let total = 0
-      const slowStarts = Layer.effect(
-        Containerd,
-        Effect.map(Containerd, (c) => ({
-          ...c,
-          tasks: {
-            ...c.tasks,
-            start: (ref: ProcessRef) =>
-              ref.execId === undefined || ref.execId === ""
-                ? c.tasks.start(ref)
-                : Effect.acquireUseRelease(
-                    Effect.sync(() => {
-                      const now = (inFlight.get(ref.containerId) ?? 0) + 1
-                      inFlight.set(ref.containerId, now)
-                      total += 1
-                      mostPerContainer = Math.max(mostPerContainer, now)
-                      most = Math.max(most, total)
-                    }),
-                    () => Effect.zipRight(Effect.sleep("20 millis"), c.tasks.start(ref)),
-                    () =>
-                      Effect.sync(() => {
-                        inFlight.set(ref.containerId, (inFlight.get(ref.containerId) ?? 1) - 1)
-                        total -= 1
-                      }),
-                  ),
-          },
-        })),
-      )
+      const slowStarts = editTasks((c) => ({
+        start: (ref: ProcessRef) =>
+          ref.execId === undefined || ref.execId === ""
+            ? c.tasks.start(ref)
+            : Effect.acquireUseRelease(
+                Effect.sync(() => {
+                  const now = (inFlight.get(ref.containerId) ?? 0) + 1
+                  inFlight.set(ref.containerId, now)
+                  total += 1
+                  mostPerContainer = Math.max(mostPerContainer, now)
+                  most = Math.max(most, total)
+                }),
+                () => Effect.zipRight(Effect.sleep("20 millis"), c.tasks.start(ref)),
+                () =>
+                  Effect.sync(() => {
+                    inFlight.set(ref.containerId, (inFlight.get(ref.containerId) ?? 1) - 1)
+                    total -= 1
+                  }),
+              ),
+      }))
       const layer = LibcontainerdLive.layer({ stateDir: tempStateDir("serial-") }).pipe(
         Layer.provideMerge(Backend.layerNoop),
         Layer.provideMerge(slowStarts.pipe(Layer.provideMerge(ContainerdMemory.layerWithProcessIO()))),

@@ -29,7 +29,7 @@ import { Containerd, currentLease } from "../../src/services/Containerd.js"
 import { type AttachStdio, Libcontainerd } from "../../src/services/Libcontainerd.js"
 import type { DirectIO } from "../../src/services/ProcessIO.js"
 import { address, busyboxSpec, containerdLayer, freshNamespace } from "../support/daemon.js"
-import { clientLayer, exitOf, tempStateDir } from "../support/client.js"
+import { clientLayer, editTasks, exitOf, tempStateDir } from "../support/client.js"
 
 /**
  * Runs `body` with a fresh namespace and state dir; afterwards every task and
@@ -121,16 +121,9 @@ const slowListPidsClient = (namespace: string, stateDir: string, delay: Duration
       Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "300 millis" }), Backend.layerRecorder),
     ),
     Layer.provide(
-      Layer.effect(
-        Containerd,
-        Effect.map(Containerd, (c) => ({
-          ...c,
-          tasks: {
-            ...c.tasks,
-            listPids: (id: string) => Effect.zipRight(Effect.sleep(delay), c.tasks.listPids(id)),
-          },
-        })),
-      ),
+      editTasks((c) => ({
+        listPids: (id: string) => Effect.zipRight(Effect.sleep(delay), c.tasks.listPids(id)),
+      })),
     ),
     Layer.provideMerge(containerdLayer(namespace)),
     Layer.orDie,
@@ -433,31 +426,24 @@ describe("checkpoints (real daemon)", () => {
           readonly entries: ReadonlyArray<string>
         }
         const seen: Array<Seen> = []
-        const observing = Layer.effect(
-          Containerd,
-          Effect.map(Containerd, (c) => ({
-            ...c,
-            tasks: {
-              ...c.tasks,
-              // while the task is created: what was uploaded, as the daemon stores it
-              create: (input: CreateTaskInput) =>
-                Effect.gen(function* () {
-                  if (input.checkpoint !== undefined) {
-                    const info = yield* c.content.info(input.checkpoint.digest)
-                    const bytes = yield* Stream.runFold(
-                      c.content.read(input.checkpoint.digest),
-                      Buffer.alloc(0),
-                      (a, b) => Buffer.concat([a, b]),
-                    )
-                    seen.push({ input, stored: info.size, entries: yield* tarEntries(bytes) })
-                  } else {
-                    seen.push({ input, stored: -1n, entries: [] })
-                  }
-                  return yield* c.tasks.create(input)
-                }),
-            },
-          })),
-        )
+        const observing = editTasks((c) => ({
+          // while the task is created: what was uploaded, as the daemon stores it
+          create: (input: CreateTaskInput) =>
+            Effect.gen(function* () {
+              if (input.checkpoint !== undefined) {
+                const info = yield* c.content.info(input.checkpoint.digest)
+                const bytes = yield* Stream.runFold(
+                  c.content.read(input.checkpoint.digest),
+                  Buffer.alloc(0),
+                  (a, b) => Buffer.concat([a, b]),
+                )
+                seen.push({ input, stored: info.size, entries: yield* tarEntries(bytes) })
+              } else {
+                seen.push({ input, stored: -1n, entries: [] })
+              }
+              return yield* c.tasks.create(input)
+            }),
+        }))
         const client = LibcontainerdLive.layer({ stateDir }).pipe(
           Layer.provideMerge(
             Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "300 millis" }), Backend.layerRecorder),
@@ -529,22 +515,15 @@ describe("checkpoints (real daemon)", () => {
         const stateDir = tempStateDir()
         const checkpointDir = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "checkpoint-fail-")), "cp")
         const leases: Array<string | undefined> = []
-        const observing = Layer.effect(
-          Containerd,
-          Effect.map(Containerd, (c) => ({
-            ...c,
-            tasks: {
-              ...c.tasks,
-              checkpoint: (input: Parameters<typeof c.tasks.checkpoint>[0]) =>
-                Effect.zipRight(
-                  Effect.flatMap(FiberRef.get(currentLease), (lease) =>
-                    Effect.sync(() => leases.push(lease._tag === "Some" ? lease.value : undefined)),
-                  ),
-                  c.tasks.checkpoint(input),
-                ),
-            },
-          })),
-        )
+        const observing = editTasks((c) => ({
+          checkpoint: (input: Parameters<typeof c.tasks.checkpoint>[0]) =>
+            Effect.zipRight(
+              Effect.flatMap(FiberRef.get(currentLease), (lease) =>
+                Effect.sync(() => leases.push(lease._tag === "Some" ? lease.value : undefined)),
+              ),
+              c.tasks.checkpoint(input),
+            ),
+        }))
         const client = LibcontainerdLive.layer({ stateDir }).pipe(
           Layer.provideMerge(
             Layer.mergeAll(ProcessIONode.layer({ drainTimeout: "300 millis" }), Backend.layerRecorder),

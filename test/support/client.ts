@@ -13,6 +13,7 @@ import { afterAll } from "vitest"
 import * as Backend from "../../src/services/Backend.js"
 import * as LibcontainerdLive from "../../src/layers/LibcontainerdLive.js"
 import * as ProcessIONode from "../../src/layers/ProcessIONode.js"
+import { Containerd } from "../../src/services/Containerd.js"
 import type { AttachStdio } from "../../src/services/Libcontainerd.js"
 import type { DirectIO } from "../../src/services/ProcessIO.js"
 import * as ContainerdLive from "../../src/layers/ContainerdLive.js"
@@ -30,6 +31,20 @@ export const tempStateDir = (prefix = "libcontainerd-state-"): string => {
   made.push(dir)
   return dir
 }
+
+type Tasks = Containerd["Type"]["tasks"]
+
+/**
+ * A `Containerd` over the one it is given, with some of its task calls replaced by `edit`'s (which sees the
+ * whole underlying service); the other calls stay as they are.
+ */
+export const editTasks = (
+  edit: (containerd: Containerd["Type"]) => Partial<Tasks>,
+): Layer.Layer<Containerd, never, Containerd> =>
+  Layer.effect(
+    Containerd,
+    Effect.map(Containerd, (c) => ({ ...c, tasks: { ...c.tasks, ...edit(c) } })),
+  )
 
 /** Everything a client test needs, in one layer. */
 export const clientLayer = (
