@@ -214,4 +214,34 @@ describe("telemetry", () => {
         )
       }),
   )
+
+  it.effect(
+    "traced under Effect's built-in tracer, or with tracing disabled: no span of its own (the caller's span stays current), the metrics still move",
+    () =>
+      Effect.gen(function* () {
+        const op = Telemetry.traced("telemetry-untraced", "Probe.untraced", { "container.id": "c" })
+        // the built-in tracer: nothing exports its spans, so the operation makes none
+        const builtIn = yield* op(Effect.currentSpan).pipe(Effect.withSpan("caller"))
+        assert.strictEqual(builtIn.name, "caller")
+        // an installed tracer with tracing turned off: no span either
+        const { spans, tracer } = recordingTracer()
+        const disabled = yield* op(Effect.option(Effect.currentSpan)).pipe(
+          Effect.withTracerEnabled(false),
+          Effect.withTracer(tracer),
+        )
+        assert.isTrue(Option.isNone(disabled))
+        assert.isFalse(spans.some((s) => s.name === "Probe.untraced"))
+        // the same operation under that tracer, enabled: its span
+        const traced = yield* op(Effect.currentSpan).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer))
+        assert.strictEqual(traced.name, "Probe.untraced")
+        assert.strictEqual(spans.filter((s) => s.name === "Probe.untraced").length, 1)
+        // counted all three times, failures under their tag
+        yield* Effect.exit(op(Effect.fail(new NotFound({ message: "gone" }))))
+        assert.strictEqual(yield* counter(Telemetry.operations, { operation: "telemetry-untraced" }), 4)
+        assert.strictEqual(
+          yield* counter(Telemetry.failures, { operation: "telemetry-untraced", error: "NotFound" }),
+          1,
+        )
+      }),
+  )
 })

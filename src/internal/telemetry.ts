@@ -2,12 +2,20 @@
  * The library's metrics. Every `Libcontainerd` operation also runs in a span
  * `Libcontainerd.<operation>` with the container id, process id and
  * namespace as attributes; these metrics count and time the same operations.
+ *
+ * The span is made when a tracer is installed (`@effect/opentelemetry`,
+ * `Effect.withTracer`, a `Layer.setTracer`) and tracing is enabled. Under
+ * Effect's built-in tracer, whose spans reach no exporter, an operation makes
+ * no span of its own: `Effect.currentSpan` inside it (in an `attachStdio`
+ * callback, say) is the caller's. The metrics are recorded either way.
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
@@ -127,15 +135,24 @@ const record = (
 export const measured = (operation: string) => {
   const metrics = tagged(operation)
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.withFiberRuntime((fiber) => {
-      const start = performance.now()
-      return Effect.onExit(effect, (exit) =>
-        Effect.sync(() =>
-          record(metrics, operation, exit, fiber.getFiberRef(FiberRef.currentMetricLabels), start),
-        ),
-      )
-    })
+    Effect.withFiberRuntime((fiber) => measuring(metrics, operation, fiber, effect))
 }
+
+/** `effect`, counted and timed in `fiber` (see `measured`). */
+const measuring = <A, E, R>(
+  metrics: Tagged,
+  operation: string,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  effect: Effect.Effect<A, E, R>,
+): Effect.Effect<A, E, R> => {
+  const start = performance.now()
+  return Effect.onExit(effect, (exit) =>
+    Effect.sync(() => record(metrics, operation, exit, fiber.getFiberRef(FiberRef.currentMetricLabels), start)),
+  )
+}
+
+/** Effect's built-in tracer: its spans are kept by nobody (no exporter sees them). */
+const builtInTracer: Tracer.Tracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 
 /**
  * `measured(operation)` inside a span: what `Effect.withSpan(measured(operation)(effect), spanName, { attributes,
@@ -144,13 +161,18 @@ export const measured = (operation: string) => {
  * updated — with one exit handler and no `provideService` (whose set-and-restore of the context costs about twenty
  * Effect steps): the context is set and restored with `FiberRef.set` inside one uninterruptible region, the effect
  * itself running with the caller's interruptibility.
+ *
+ * The span is made only when someone can see it: when the fiber's tracer is one that was installed (an exporter
+ * such as `@effect/opentelemetry`, `Effect.withTracer`) and tracing is enabled. Under Effect's built-in tracer,
+ * which hands its spans to no one, the operation is only measured: making, parenting and ending a span is most
+ * of what an operation's own bookkeeping costs (about 6 of 8 µs per operation, hot).
  */
 export const traced = (operation: string, spanName: string, attributes: Record<string, unknown>) => {
   const metrics = tagged(operation)
   const options: Tracer.SpanOptions = { attributes, kind: "client", captureStackTrace: false }
   const makeSpan = Effect.makeSpan(spanName, options)
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.uninterruptibleMask((restore) =>
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    const spanned = Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(makeSpan, (span) =>
         Effect.withFiberRuntime<A, E, R>((fiber) => {
           const timing = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled)
@@ -179,4 +201,10 @@ export const traced = (operation: string, spanName: string, attributes: Record<s
         }),
       ),
     )
+    return Effect.withFiberRuntime<A, E, R>((fiber) =>
+      fiber.currentTracer === builtInTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
+        ? measuring(metrics, operation, fiber, effect)
+        : spanned,
+    )
+  }
 }
