@@ -232,7 +232,10 @@ describe("telemetry", () => {
         assert.isTrue(Option.isNone(disabled))
         assert.isFalse(spans.some((s) => s.name === "Probe.untraced"))
         // the same operation under that tracer, enabled: its span
-        const traced = yield* op(Effect.currentSpan).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer))
+        const traced = yield* op(Effect.currentSpan).pipe(
+          Effect.withSpan("caller"),
+          Effect.withTracer(tracer),
+        )
         assert.strictEqual(traced.name, "Probe.untraced")
         assert.strictEqual(spans.filter((s) => s.name === "Probe.untraced").length, 1)
         // counted all three times, failures under their tag

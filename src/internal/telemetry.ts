@@ -147,7 +147,9 @@ const measuring = <A, E, R>(
 ): Effect.Effect<A, E, R> => {
   const start = performance.now()
   return Effect.onExit(effect, (exit) =>
-    Effect.sync(() => record(metrics, operation, exit, fiber.getFiberRef(FiberRef.currentMetricLabels), start)),
+    Effect.sync(() =>
+      record(metrics, operation, exit, fiber.getFiberRef(FiberRef.currentMetricLabels), start),
+    ),
   )
 }
 
