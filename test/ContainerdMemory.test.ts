@@ -1050,6 +1050,24 @@ describe("ContainerdMemory", () => {
     }).pipe(Effect.provide(TestLayer)),
   )
 
+  it.scoped("published keeps the newest envelopes: between 5,000 and 10,000, the latest last", () =>
+    Effect.gen(function* () {
+      const containerd = yield* Containerd
+      const memory = yield* ContainerdMemory.ContainerdMemory
+      // 12,000 container creates and deletes: a long run's log
+      for (let i = 0; i < 6000; i++) {
+        yield* containerd.containers.create({ id: `c${i}`, spec: specOf(`c${i}`, ["true"]) })
+        yield* containerd.containers.delete(`c${i}`)
+      }
+      const log = yield* memory.published
+      assert.isAtLeast(log.length, 5000)
+      assert.isAtMost(log.length, 10000)
+      assert.strictEqual(log[log.length - 1]?.topic, "/containers/delete")
+      // oldest first, and the newest kept: the last delete is the last envelope, its create just before it
+      assert.strictEqual(log[log.length - 2]?.topic, "/containers/create")
+    }).pipe(Effect.provide(TestLayer)),
+  )
+
   it.scoped("disconnect also fails pending waits with code 14; the task lives on", () =>
     Effect.gen(function* () {
       const containerd = yield* Containerd

@@ -3,6 +3,7 @@ import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as NodeStream from "node:stream"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import { assert, describe, it } from "@effect/vitest"
@@ -437,6 +438,129 @@ describe("ProcessIONode", () => {
           fifo.write("def")
           fifo.close()
           assert.strictEqual(yield* text(dio.stdout), "abcdef")
+        }).pipe(Effect.provide(live)),
+    )
+
+    it.scopedLive(
+      "pipeStdout: 16 MiB arrive whole and in order in a Writable; a read's buffer is untouched until its write calls back",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+          const dio = yield* io.open(set)
+          const hash = Crypto.createHash("sha256")
+          let writes = 0
+          let pending = 0
+          let overwritten = 0
+          const target = new NodeStream.Writable({
+            highWaterMark: 1,
+            write(chunk: Buffer, _encoding, callback) {
+              pending++
+              const before = Buffer.from(chunk)
+              const done = () => {
+                if (!before.equals(chunk)) overwritten++
+                hash.update(chunk)
+                pending--
+                callback()
+              }
+              // every 8th write calls back a while later: were the reader not waiting, reads would land meanwhile
+              if (++writes % 8 === 0) setTimeout(done, 1)
+              else done()
+            },
+          })
+          const piped = yield* Effect.fork(dio.pipeStdout(target))
+          // numbered lines: a lost, repeated or reordered read changes the hash
+          const writer = yield* sh(`seq 1 2000000 > ${set.stdout}`)
+          assert.strictEqual(yield* writer.exit, 0)
+          yield* Fiber.join(piped)
+          const expected = Crypto.createHash("sha256")
+          expected.update(`${Array.from({ length: 2000000 }, (_, i) => i + 1).join("\n")}\n`)
+          assert.strictEqual(hash.digest("hex"), expected.digest("hex"))
+          assert.strictEqual(overwritten, 0, "a lent read changed before its write called back")
+          assert.isAbove(writes, 100)
+          assert.strictEqual(pending, 0, "the pipe completed before every write called back")
+        }).pipe(Effect.provide(live)),
+    )
+
+    it.scopedLive(
+      "pipeStdout: a target that does not call back holds the reader at three writes (back-pressure); what was read before comes first",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+          const dio = yield* io.open(set)
+          const fifo = yield* fifoWriter(set.stdout)
+          fifo.write("before ")
+          yield* Effect.sleep("50 millis")
+          const received: Array<string> = []
+          const held: Array<() => void> = []
+          const target = {
+            write: (chunk: Uint8Array, callback: (error?: Error | null) => void) => {
+              received.push(Buffer.from(chunk).toString())
+              held.push(() => callback())
+              return true
+            },
+          }
+          const piped = yield* Effect.fork(dio.pipeStdout(target))
+          // each write lands in its own read: the reader is waiting for data between them
+          for (const word of ["a", "b", "c", "d", "e"]) {
+            yield* Effect.sleep("30 millis")
+            fifo.write(word)
+          }
+          yield* Effect.sleep("100 millis")
+          assert.deepStrictEqual(
+            received,
+            ["before ", "a", "b"],
+            "the reader went on past three pending writes",
+          )
+          // one callback frees one place: the next read comes
+          held.shift()!()
+          yield* Effect.sleep("100 millis")
+          assert.strictEqual(received.join(""), "before abcde".slice(0, received.join("").length))
+          assert.strictEqual(received.length, 4)
+          fifo.close()
+          while (held.length > 0) {
+            held.shift()!()
+            yield* Effect.sleep("20 millis")
+          }
+          yield* Fiber.join(piped).pipe(Effect.timeout("5 seconds"))
+          assert.strictEqual(received.join(""), "before abcde")
+        }).pipe(Effect.provide(live)),
+    )
+
+    it.scopedLive(
+      "pipeStdout: a second reader at once is InvalidParameter; a failed write ends the pipe with a System error, and the stream gets what came after",
+      () =>
+        Effect.gen(function* () {
+          const dir = yield* tempDir
+          const io = yield* ProcessIO
+          const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+          const dio = yield* io.open(set)
+          const fifo = yield* fifoWriter(set.stdout)
+          const failing = {
+            write: (_chunk: Uint8Array, callback: (error?: Error | null) => void) => {
+              setImmediate(() => callback(new Error("disk full")))
+              return true
+            },
+          }
+          const piped = yield* Effect.fork(dio.pipeStdout(failing))
+          yield* Effect.yieldNow()
+          const second = yield* Effect.flip(dio.copyStdout(() => Effect.void))
+          assert.strictEqual(second._tag, "InvalidParameter")
+          fifo.write("lost")
+          const failed = yield* Effect.flip(Fiber.join(piped)).pipe(Effect.timeout("5 seconds"))
+          assert.strictEqual(failed._tag, "System")
+          assert.include(failed.message, "disk full")
+          // interrupted, a pipe leaves later reads for the next reader too
+          const quiet = { write: () => true }
+          const interrupted = yield* Effect.fork(dio.pipeStdout(quiet))
+          yield* Effect.yieldNow()
+          yield* Fiber.interrupt(interrupted)
+          fifo.write("kept")
+          fifo.close()
+          assert.strictEqual(yield* text(dio.stdout), "kept")
         }).pipe(Effect.provide(live)),
     )
 
@@ -966,6 +1090,42 @@ describe("ProcessIOMemory", () => {
         const err = textWriter()
         yield* dio.copyStderr!(err.write)
         assert.strictEqual(err.text(), "oops")
+      }).pipe(Effect.provide(memory)),
+  )
+
+  it.scopedLive(
+    "pipeStdout: queued chunks first, then each chunk into the target in order; stderr alike",
+    () =>
+      Effect.gen(function* () {
+        const io = yield* ProcessIO
+        const shim = yield* ProcessIOMemory.ProcessIOMemory
+        const set = yield* io.create({ bundleDir: bundle, processId: "init", stdin: false, terminal: false })
+        const side = yield* shim.processSide({ stdout: set.stdout, stderr: set.stderr! })
+        const dio = yield* io.open(set)
+        yield* side.stdout.write(Buffer.from("queued "))
+        const parts: Array<string> = []
+        const target = new NodeStream.Writable({
+          write(chunk: Buffer, _encoding, callback) {
+            parts.push(chunk.toString())
+            setImmediate(callback)
+          },
+        })
+        const piped = yield* Effect.fork(dio.pipeStdout(target))
+        yield* side.stdout.write(Buffer.from("then "))
+        yield* side.stdout.write(Buffer.from("more"))
+        yield* side.stderr!.write(Buffer.from("oops"))
+        yield* side.exit
+        yield* Fiber.join(piped)
+        assert.strictEqual(parts.join(""), "queued then more")
+        const err: Array<string> = []
+        yield* dio.pipeStderr!({
+          write: (chunk, callback) => {
+            err.push(Buffer.from(chunk).toString())
+            callback()
+            return true
+          },
+        })
+        assert.strictEqual(err.join(""), "oops")
       }).pipe(Effect.provide(memory)),
   )
 

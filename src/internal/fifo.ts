@@ -22,7 +22,7 @@ import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { type ContainerdError, InvalidParameter, System } from "../errors/ContainerdError.js"
-import type { DirectIO, FifoSet, Stdin } from "../services/ProcessIO.js"
+import type { DirectIO, FifoSet, Stdin, WritableTarget } from "../services/ProcessIO.js"
 import { Signal } from "./signal.js"
 
 // ---------------------------------------------------------------------------
@@ -317,7 +317,35 @@ export interface OutputEnd {
   readonly discard: () => void
   /** Hands every read to `write`, reading on once its effect completed (`DirectIO.copyStdout`); one copy at a time. */
   readonly copy: <E, R>(write: Write<E, R>) => Effect.Effect<void, E | ContainerdError, R>
+  /** Writes every read into `target` from the read callback itself (`DirectIO.pipeStdout`); one reader at a time. */
+  readonly pipe: (target: WritableTarget) => Effect.Effect<void, ContainerdError>
 }
+
+/** Writes a pipe may have pending at once: reading waits while it has that many (the pipe's back-pressure). */
+export const pipeDepth = 3
+
+const pipeWriteError = (cause: unknown): System =>
+  new System({
+    message: `writing to the pipe's target failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+    cause,
+  })
+
+/**
+ * `OutputEnd.pipe` over `copy`, for an end whose chunks are owned (the in-memory layer): each chunk is written and
+ * the next waits for its callback.
+ */
+export const pipeViaCopy =
+  (copy: OutputEnd["copy"]) =>
+  (target: WritableTarget): Effect.Effect<void, ContainerdError> =>
+    copy((bytes) =>
+      Effect.async<void, ContainerdError>((resume) => {
+        try {
+          target.write(bytes, (error) => resume(error ? Effect.fail(pipeWriteError(error)) : Effect.void))
+        } catch (cause) {
+          resume(Effect.fail(pipeWriteError(cause)))
+        }
+      }),
+    )
 
 /** Where a copy hands each read: the bytes are lent until the returned effect completes. */
 export type Write<E, R> = (bytes: Uint8Array) => Effect.Effect<void, E, R>
@@ -475,7 +503,7 @@ class FifoReader {
   readonly queue: ChunkQueue
   readonly ended = new Notice()
   readonly closed = new Notice()
-  private mode: "queue" | "copy" | "discard" = "queue"
+  private mode: "queue" | "copy" | "pipe" | "discard" = "queue"
   /** The buffer the next read lands in. */
   private buffer: Uint8Array | undefined
   /** Buffers a copy's writer is done with, for the next reads. */
@@ -485,6 +513,10 @@ class FifoReader {
   private paused = false
   private waiter: ((read: Exit.Exit<Uint8Array | undefined, ContainerdError>) => void) | undefined
   private copying = false
+  /** The pipe's target, its writes not called back yet, and the resumption of the `pipe` effect. */
+  private target: WritableTarget | undefined
+  private pending = 0
+  private pipeDone: ((exit: Exit.Exit<void, ContainerdError>) => void) | undefined
   socket!: Net.Socket
 
   constructor(
@@ -500,6 +532,11 @@ class FifoReader {
     return this.buffer
   }
 
+  /** Keeps a buffer a copy or a pipe is done with, for the next reads. */
+  private keep(buffer: Uint8Array): void {
+    this.spare.push(buffer)
+  }
+
   /** One read of `nread` bytes into `buffer` (`onread.callback`); false stops reading until `resume`. */
   readonly onRead = (nread: number, buffer: Uint8Array): boolean => {
     switch (this.mode) {
@@ -510,6 +547,13 @@ class FifoReader {
         this.buffer = undefined
         this.wakeCopy()
         if (this.lent.length < lentMax) return true
+        this.paused = true
+        return false
+      case "pipe":
+        // the buffer is the target's until the write calls back
+        this.buffer = undefined
+        this.send(buffer.subarray(0, nread), buffer)
+        if (this.pending < pipeDepth || this.mode !== "pipe") return true
         this.paused = true
         return false
       case "queue": {
@@ -531,6 +575,7 @@ class FifoReader {
   resume(): void {
     if (!this.paused || this.socket.destroyed || this.lent.length >= lentMax) return
     if (this.mode === "queue" && this.queue.full) return
+    if (this.mode === "pipe" && this.pending >= pipeDepth) return
     this.paused = false
     this.socket.resume()
   }
@@ -540,6 +585,7 @@ class FifoReader {
     this.queue.end(failure)
     this.ended.fire()
     this.wakeCopy()
+    this.checkPipeEnd()
   }
 
   discard(): void {
@@ -580,7 +626,7 @@ class FifoReader {
 
   private readonly written = (): void => {
     const done = this.lent.shift()
-    if (done !== undefined) this.spare.push(done.buffer)
+    if (done !== undefined) this.keep(done.buffer)
     this.resume()
   }
 
@@ -591,11 +637,82 @@ class FifoReader {
     // lent reads live in the reader's buffers: what stays is a copy of each
     for (const { bytes, buffer } of this.lent) {
       unwritten.push(Buffer.from(bytes))
-      this.spare.push(buffer)
+      this.keep(buffer)
     }
     this.lent = []
     if (this.mode === "queue") this.queue.requeue(unwritten)
     this.resume()
+  }
+
+  /** Hands `bytes` to the pipe's target; `buffer` (when the bytes live in one of ours) comes back with the callback. */
+  private send(bytes: Uint8Array, buffer: Uint8Array | undefined): void {
+    const target = this.target
+    if (target === undefined) return
+    this.pending += 1
+    let calledBack = false
+    const sent = (error?: unknown) => {
+      if (calledBack) return
+      calledBack = true
+      this.pending -= 1
+      if (buffer !== undefined) this.keep(buffer)
+      if (error && this.target === target) this.finishPipe(Exit.fail(pipeWriteError(error)))
+      else {
+        this.resume()
+        this.checkPipeEnd()
+      }
+    }
+    try {
+      target.write(bytes, sent)
+    } catch (cause) {
+      sent(cause ?? new Error("write threw"))
+    }
+  }
+
+  /** Ends the pipe once the output ended and every write called back. */
+  private checkPipeEnd(): void {
+    if (this.pipeDone === undefined || !this.queue.ended || this.pending > 0) return
+    const failure = this.queue.error
+    this.finishPipe(failure === undefined ? Exit.void : Exit.fail(failure))
+  }
+
+  private finishPipe(exit: Exit.Exit<void, ContainerdError>): void {
+    const done = this.pipeDone
+    this.leavePipe()
+    done?.(exit)
+  }
+
+  /** Stops piping: later reads queue for the next reader; writes handed over stay the target's. */
+  private leavePipe(): void {
+    this.pipeDone = undefined
+    this.target = undefined
+    this.copying = false
+    if (this.mode === "pipe") this.mode = "queue"
+    this.resume()
+  }
+
+  pipe(target: WritableTarget): Effect.Effect<void, ContainerdError> {
+    return Effect.suspend(() => {
+      if (this.copying) {
+        return Effect.fail(
+          new InvalidParameter({
+            message: `${this.path}: another copy is reading it; one reader per output`,
+          }),
+        )
+      }
+      this.copying = true
+      this.target = target
+      return Effect.async<void, ContainerdError>((resume) => {
+        this.pipeDone = resume
+        // what was queued before the pipe began goes first
+        for (const chunk of this.queue.takeAll()) this.send(chunk, undefined)
+        if (this.mode === "queue" && this.target === target) this.mode = "pipe"
+        this.resume()
+        this.checkPipeEnd()
+        return Effect.sync(() => {
+          if (this.target === target) this.leavePipe()
+        })
+      })
+    })
   }
 
   copy<E, R>(write: Write<E, R>): Effect.Effect<void, E | ContainerdError, R> {
@@ -648,6 +765,7 @@ export const openReader = (path: string, capacity: number): Effect.Effect<Output
           },
           discard: () => reader.discard(),
           copy: (write) => reader.copy(write),
+          pipe: (target) => reader.pipe(target),
         }
       },
     )
@@ -877,6 +995,7 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
       set,
       stdout: outputStream(stdout),
       copyStdout: stdout.copy,
+      pipeStdout: stdout.pipe,
       closeStdin,
       onStdinClose: (h) => Effect.sync(() => hook.succeed(h)),
       stdinClosed: stdinCloseDone.await,
@@ -892,6 +1011,7 @@ export const makeDirectIO = (parts: DirectIOParts): Effect.Effect<DirectIO, neve
     if (stderr !== undefined) {
       io.stderr = outputStream(stderr)
       io.copyStderr = stderr.copy
+      io.pipeStderr = stderr.pipe
     }
     return io
   })

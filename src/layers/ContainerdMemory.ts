@@ -174,7 +174,10 @@ export declare namespace ContainerdMemory {
     ) => Effect.Effect<void, never, Scope.Scope>
     /** While the scope is open, envelopes are held; at its close they go to the subscriptions open then. */
     readonly pauseEvents: Effect.Effect<void, never, Scope.Scope>
-    /** Every envelope published so far, delivered or not, oldest first. */
+    /**
+     * The envelopes published so far, delivered or not, oldest first: every one up to 10,000; past that the oldest
+     * are dropped, keeping at least the newest 5,000, so that a long run's memory stays bounded.
+     */
     readonly published: Effect.Effect<ReadonlyArray<Envelope>>
     /** How many `events.subscribe` streams are open. */
     readonly subscribers: Effect.Effect<number>

@@ -31,6 +31,7 @@ import {
   ChunkQueue,
   durationOption,
   type InputEnd,
+  pipeViaCopy,
   queueCopy,
   makeDirectIO,
   Notice,
@@ -171,6 +172,7 @@ class OutPipe {
     const attached = this.attached
     this.attached = new Signal()
     attached.succeed()
+    const copy = queueCopy(reader.queue, this.path)
     return {
       take: reader.queue.take,
       ended: reader.ended,
@@ -181,7 +183,8 @@ class OutPipe {
         done()
       },
       discard: () => reader.queue.discard(),
-      copy: queueCopy(reader.queue, this.path),
+      copy,
+      pipe: pipeViaCopy(copy),
     }
   }
 }

@@ -91,6 +91,14 @@ export interface Stdin {
   readonly close: Effect.Effect<void, ContainerdError>
 }
 
+/**
+ * What `pipeStdout` writes into: a Node `Writable` (a file, a socket, `process.stdout`) or anything with its
+ * `write(chunk, callback)`. The chunk is lent: it stays valid until the callback.
+ */
+export interface WritableTarget {
+  write(chunk: Uint8Array, callback: (error?: Error | null) => void): boolean
+}
+
 /** The stdio of one process, owned by the Scope `open` / `reattach` ran in. */
 export interface DirectIO {
   /** The FIFO paths this IO is attached to. */
@@ -120,6 +128,20 @@ export interface DirectIO {
   readonly copyStderr?: <E = never, R = never>(
     write: (bytes: Uint8Array) => Effect.Effect<void, E, R>,
   ) => Effect.Effect<void, E | ContainerdError, R>
+  /**
+   * Writes stdout into a Node `Writable` — a file, a socket, an HTTP response, `process.stdout` — as it is read,
+   * with no Effect step per read: each read is handed to `target.write` from the read callback itself, and its
+   * buffer is lent until that write calls back. At most three writes are pending at once; reading waits while they
+   * are, so a slow target slows the process (back-pressure), and memory stays bounded. What was read before the
+   * pipe began is written first. Completes at EOF (or the drain bound, or when the IO is closed) once every write
+   * has called back; it does not end `target`. Fails with the first write error (then later reads queue for the
+   * next reader) or a read error; the target's `'error'` event is the caller's to handle, as for any Node stream.
+   * Interrupting it stops the hand-over: writes already handed over stay the target's. One reader per output, as
+   * `copyStdout`. The fastest way to move bulk output (see BENCHMARKS.md, group stdio).
+   */
+  readonly pipeStdout: (target: WritableTarget) => Effect.Effect<void, ContainerdError>
+  /** Writes stderr (absent with a terminal) into `target`, like `pipeStdout`. */
+  readonly pipeStderr?: (target: WritableTarget) => Effect.Effect<void, ContainerdError>
   /**
    * Flushes and closes the client's stdin writer, then has the `onStdinClose` hook (`CloseIO`) run exactly once as soon
    * as the process exists. After `processCreated` it waits for the hook and fails with the hook's error; before, it

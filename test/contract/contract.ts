@@ -20,6 +20,7 @@
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as NodeStream from "node:stream"
 import { assert, describe, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
@@ -521,6 +522,41 @@ export const contract = <R>(name: string, backend: Backend<R>): void => {
               )
               yield* remove("ex")
             }),
+        )
+
+        it.effect("exec: pipeStdout and pipeStderr write the output into Node Writables", () =>
+          Effect.gen(function* () {
+            const client = yield* Libcontainerd
+            yield* create("pipes", sleeper)
+            yield* client.start("pipes")
+            const texts = { stdout: "", stderr: "" }
+            const writable = (key: keyof typeof texts) =>
+              new NodeStream.Writable({
+                write(chunk: Buffer, _encoding, callback) {
+                  texts[key] += chunk.toString()
+                  setImmediate(callback)
+                },
+              })
+            const piped = yield* Deferred.make<string>()
+            yield* exec("pipes", "job", outErrExit7, {
+              attachStdio: (io) =>
+                Effect.asVoid(
+                  Effect.forkScoped(
+                    Effect.all([io.pipeStdout(writable("stdout")), io.pipeStderr!(writable("stderr"))], {
+                      concurrency: 2,
+                      discard: true,
+                    }).pipe(
+                      Effect.match({ onFailure: (e) => `failed: ${e.message}`, onSuccess: () => "ok" }),
+                      Effect.flatMap((result) => Deferred.succeed(piped, result)),
+                    ),
+                  ),
+                ),
+            })
+            assert.strictEqual(yield* awaitOr(piped, "the end of the pipes"), "ok")
+            assert.deepStrictEqual(texts, { stdout: "from-exec\n", stderr: "oops\n" })
+            assert.strictEqual((yield* exitOf("pipes", "job")).info.exitCode, 7)
+            yield* remove("pipes")
+          }),
         )
 
         it.effect(

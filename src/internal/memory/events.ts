@@ -45,6 +45,9 @@ const matches = (filter: Filters.Filter, published: Published): boolean =>
     }
   })
 
+/** Envelopes the publication log keeps: the newest ones, so that a long test run's memory stays bounded. */
+export const logLimit = 10_000
+
 /** The exchange: subscriptions, the publication log and the test hooks. */
 export class Bus {
   private readonly subscribers = new Set<Subscriber>()
@@ -69,6 +72,8 @@ export class Bus {
       event: { typeUrl: `containerd.events.${typeName}`, value },
     }
     this.log.push(envelope)
+    // dropped a batch at a time: the log is trimmed once per `logLimit / 2` envelopes, not on each
+    if (this.log.length > logLimit) this.log.splice(0, this.log.length - logLimit / 2)
     for (const drop of this.drops) if (drop(envelope)) return
     const published = { envelope, fields }
     if (this.holds > 0) this.held.push(published)
