@@ -19,6 +19,11 @@ export interface Result {
   readonly baseline?: string
   /** median / baseline's median. */
   readonly ratio?: number
+  /** 95% bootstrap interval of `ratio` (each side's samples resampled independently). */
+  readonly ratioLow?: number
+  readonly ratioHigh?: number
+  /** The samples (in memory only: not written to `bench/results.json`). */
+  readonly samples?: ReadonlyArray<number>
 }
 
 /** A group: a name and a function producing rows. */
@@ -55,7 +60,40 @@ export const summarize = (
     p90: quantile(sorted, 0.9),
     p99: quantile(sorted, 0.99),
     n: sorted.length,
+    samples: sorted,
   }
+}
+
+/** A small seeded PRNG (mulberry32), so that an interval is the same for the same samples. */
+const prng = (seed: number) => () => {
+  seed = (seed + 0x6d2b79f5) | 0
+  let t = seed
+  t = Math.imul(t ^ (t >>> 15), t | 1)
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+}
+
+const resampledMedian = (samples: ReadonlyArray<number>, random: () => number): number => {
+  const draw = new Float64Array(samples.length)
+  for (let i = 0; i < draw.length; i++) draw[i] = samples[Math.floor(random() * samples.length)]!
+  draw.sort()
+  return quantile(Array.from(draw), 0.5)
+}
+
+/**
+ * The 95% percentile-bootstrap interval of median(a) / median(b): how far the ratio of two medians moves with
+ * the samples drawn, which is what decides whether a row's ratio is a property of the code or of this run.
+ */
+export const ratioInterval = (
+  a: ReadonlyArray<number>,
+  b: ReadonlyArray<number>,
+  resamples = 2000,
+): readonly [number, number] => {
+  const random = prng(0x5eed)
+  const ratios: number[] = []
+  for (let i = 0; i < resamples; i++) ratios.push(resampledMedian(a, random) / resampledMedian(b, random))
+  ratios.sort((x, y) => x - y)
+  return [quantile(ratios, 0.025), quantile(ratios, 0.975)]
 }
 
 /** Times `fn` n times (after `warmup` untimed runs); durations in ms. */
@@ -75,8 +113,9 @@ export const timeIt = async (
 }
 
 /**
- * Times two functions interleaved (a, b, a, b, …) so that drift of the
- * machine affects both alike; durations in ms.
+ * Times two functions interleaved so that drift of the machine affects both
+ * alike, the first of each pair alternating (a b, b a, a b, …) so that
+ * neither always runs in the wake of the other; durations in ms.
  */
 export const timePair = async (
   a: () => Promise<unknown>,
@@ -90,23 +129,39 @@ export const timePair = async (
   }
   const sa: number[] = []
   const sb: number[] = []
+  const time = async (fn: () => Promise<unknown>, into: number[]) => {
+    const start = performance.now()
+    await fn()
+    into.push(performance.now() - start)
+  }
   for (let i = 0; i < n; i++) {
-    let start = performance.now()
-    await a()
-    sa.push(performance.now() - start)
-    start = performance.now()
-    await b()
-    sb.push(performance.now() - start)
+    if (i % 2 === 0) {
+      await time(a, sa)
+      await time(b, sb)
+    } else {
+      await time(b, sb)
+      await time(a, sa)
+    }
   }
   return [sa, sb]
 }
 
-/** Marks `row` as compared with `baseline`. */
-export const against = (row: Result, baseline: Result): Result => ({
-  ...row,
-  baseline: baseline.name,
-  ratio: row.median / baseline.median,
-})
+/** Marks `row` as compared with `baseline`, with the ratio's bootstrap interval when both have their samples. */
+export const against = (row: Result, baseline: Result): Result => {
+  const interval =
+    row.samples !== undefined && baseline.samples !== undefined
+      ? ratioInterval(row.samples, baseline.samples)
+      : undefined
+  return {
+    ...row,
+    baseline: baseline.name,
+    ratio: row.median / baseline.median,
+    ...(interval === undefined ? {} : { ratioLow: interval[0], ratioHigh: interval[1] }),
+  }
+}
+
+/** A row as `bench/results.json` keeps it: without its samples. */
+export const withoutSamples = ({ samples: _, ...row }: Result): Result => row
 
 /** Prints rows as a table. */
 export const print = (rows: ReadonlyArray<Result>): void => {
@@ -120,7 +175,10 @@ export const print = (rows: ReadonlyArray<Result>): void => {
       p90: fmt(r.p90),
       p99: fmt(r.p99),
       n: r.n,
-      ratio: r.ratio === undefined ? "" : `${r.ratio.toFixed(3)}× ${r.baseline}`,
+      ratio:
+        r.ratio === undefined
+          ? ""
+          : `${r.ratio.toFixed(3)}×${r.ratioLow === undefined ? "" : ` [${r.ratioLow.toFixed(3)}–${r.ratioHigh?.toFixed(3)}]`} ${r.baseline}`,
     })),
   )
 }

@@ -1,6 +1,7 @@
 /**
  * Group "lifecycle": the `Libcontainerd` client vs the same RPC sequence on
- * bare grpc-js, each pair interleaved with `timePair` in one run.
+ * bare grpc-js, each pair interleaved with `timePair` in one run (the side
+ * that goes first alternating), each ratio with its 95% bootstrap interval.
  *
  * Both sides do the same work around the RPCs: a bundle dir per container,
  * stdout/stderr FIFOs made with the library's own `makeFifos` (libc mkfifo),
@@ -29,7 +30,11 @@
  *    closed and removed. Client: `exec` (Tasks.Exec + Tasks.Start), then the
  *    client's own exit handling (exit event → Backend → Tasks.DeleteProcess →
  *    drain, close, remove FIFOs → close of the exec's scope); the row ends when
- *    the exec's scope closes (a finalizer added by `attachStdio`).
+ *    the exec's scope closes (a finalizer added by `attachStdio`). The output
+ *    is read and dropped on both sides (`discardOutput` / 'data' listeners).
+ *    An extra row has the client's output drained by running the `stdout` and
+ *    `stderr` Streams instead: what starting and ending two Effect Streams
+ *    costs a consumer (their end comes while Tasks.Start is in flight).
  * 3. 20 concurrent lifecycles of `/bin/true` per round (each as in row 1, Wait after Start on both sides):
  *    ms until the last `start` returned ("all running"), and until the last
  *    container was deleted ("all deleted").
@@ -84,12 +89,16 @@ const specUrl = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 const processUrl = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 const runtimeName = "io.containerd.runc.v2"
 
-const lifecycleN = 150
-const execN = 150
-const concurrentRounds = 50
+// Sample counts: a single exec of /bin/true here takes 19–49 ms (interquartile range about 10 ms), so the median of
+// 150 moves by about 3% from run to run, and a ratio of two such medians by about 4.5%: more than the 5% the
+// target allows. These counts keep the ratio's 95% bootstrap interval (printed with it) to about ±1–2%.
+const lifecycleN = 600
+const execN = 1500
+const execStreamsN = 600
+const concurrentRounds = 100
 const concurrentWarmup = 2
 const concurrency = 20
-const pauseN = 200
+const pauseN = 1000
 
 /** The bare side's stdio of one process: two drained FIFO read ends. */
 interface BareIO {
@@ -373,13 +382,19 @@ const measure = async (
     { args: ["/bin/true"] },
   )
 
-  const libExec = () =>
+  /**
+   * The client's exec, ending when its scope closed. `discard`: the output is read and dropped, as the bare side's
+   * 'data' listeners do (what the client does when no attachStdio is given); `streams`: drained by running the
+   * `stdout` and `stderr` Streams, what a Stream consumer pays on top.
+   */
+  const libExec = (output: "discard" | "streams") => () =>
     runtime.runPromise(
       Effect.gen(function* () {
         const released = yield* Deferred.make<void>()
         const attach: AttachStdio = (io) =>
           Effect.gen(function* () {
             yield* Effect.addFinalizer(() => Deferred.succeed(released, undefined))
+            if (output === "discard") return yield* io.discardOutput
             yield* Effect.forkScoped(Stream.runDrain(io.stdout).pipe(Effect.ignore))
             if (io.stderr !== undefined) {
               yield* Effect.forkScoped(Stream.runDrain(io.stderr).pipe(Effect.ignore))
@@ -460,8 +475,18 @@ const measure = async (
   const [l2, b2] = await timePair(libTrueEvent, bareTrueWaitFirst, lifecycleN)
   rows.push(...pair("lifecycle /bin/true (2nd pair)", "Libcontainerd, exit via Backend event", l2, b2))
   console.error("  exec /bin/true")
-  const [l3, b3] = await timePair(libExec, bareExec, execN)
+  const [l3, b3] = await timePair(libExec("discard"), bareExec, execN)
   rows.push(...pair("exec /bin/true", "Libcontainerd, incl. DeleteProcess on exit", l3, b3))
+  console.error("  exec /bin/true, output through Streams")
+  const [l3s, b3s] = await timePair(libExec("streams"), bareExec, execStreamsN)
+  rows.push(
+    ...pair(
+      "exec /bin/true, client output as Effect Streams (extra row)",
+      "Libcontainerd, stdout and stderr Streams run to their end",
+      l3s,
+      b3s,
+    ),
+  )
   console.error(`  ${concurrency} concurrent lifecycles`)
   const [l4, b4] = await timePair(libConcurrent, bareConcurrent, concurrentRounds, concurrentWarmup)
   rows.push(

@@ -2,7 +2,8 @@
  * Group "stdio": a container's stdout through `ProcessIO` (Node, non-blocking
  * FIFO read ends as sockets) vs the same container's stdout FIFO read by
  * `cat <fifo> >/dev/null`, 1 GiB from busybox `dd bs=64k` and `head -c`,
- * timed from `Tasks.Start` to EOF, runs interleaved; and the cost of making
+ * timed from `Tasks.Start` to EOF, runs interleaved, each ratio with its 95%
+ * bootstrap interval; and the cost of making
  * and removing a stdin+stdout+stderr FIFO set vs spawning `mkfifo` three times.
  */
 import * as ChildProcess from "node:child_process"
@@ -10,6 +11,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Net from "node:net"
 import * as Path from "node:path"
+import * as NodeStream from "node:stream"
 import { performance } from "node:perf_hooks"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -26,7 +28,9 @@ import { withDaemon } from "./daemon.js"
 import { against, type Group, type Result, summarize, timePair } from "./harness.js"
 
 const total = 1024 * 1024 * 1024
-const runs = 5
+// 1 GiB rates on two shared CPUs swing by ±15% from one transfer to the next: the median of 11 per side keeps
+// the ratio's bootstrap interval (printed with it) to a few percent
+const runs = 11
 const fifoSets = 300
 
 const workloads = [
@@ -86,10 +90,10 @@ export const stdio: Group = {
 
         /**
          * One task whose stdout is read by ProcessIO; seconds from Tasks.Start to EOF. `stream`: the `stdout`
-         * stream (a fresh buffer per read, owned by the consumer); `copy`: `copyStdout`, reads lent from one
-         * reused buffer.
+         * stream (a fresh buffer per read, owned by the consumer); `copy`: `copyStdout`, reads lent from reused
+         * buffers to an Effect per read; `pipe`: `pipeStdout` into a Node `Writable` that counts.
          */
-        const viaLibrary = (containerId: string, how: "stream" | "copy") =>
+        const viaLibrary = (containerId: string, how: "stream" | "copy" | "pipe") =>
           run(
             Effect.scoped(
               Effect.gen(function* () {
@@ -110,11 +114,20 @@ export const stdio: Group = {
                           for (const chunk of chunks) bytes += chunk.length
                         }),
                       )
-                    : io.copyStdout((chunk) =>
-                        Effect.sync(() => {
-                          bytes += chunk.length
-                        }),
-                      ),
+                    : how === "copy"
+                      ? io.copyStdout((chunk) =>
+                          Effect.sync(() => {
+                            bytes += chunk.length
+                          }),
+                        )
+                      : io.pipeStdout(
+                          new NodeStream.Writable({
+                            write(chunk: Buffer, _encoding, callback) {
+                              bytes += chunk.length
+                              callback()
+                            },
+                          }),
+                        ),
                 )
                 if (io.stderr !== undefined) yield* Effect.fork(Stream.runDrain(io.stderr))
                 yield* c.tasks.create({
@@ -241,10 +254,10 @@ export const stdio: Group = {
         }
 
         const rows: Result[] = []
-        type Side = "stream" | "copy" | "cat" | "socket" | "reused"
-        const sides: ReadonlyArray<Side> = ["stream", "copy", "cat", "socket", "reused"]
+        type Side = "stream" | "copy" | "pipe" | "cat" | "socket" | "reused"
+        const sides: ReadonlyArray<Side> = ["stream", "copy", "pipe", "cat", "socket", "reused"]
         const once = (side: Side, id: string): Promise<number> =>
-          side === "stream" || side === "copy"
+          side === "stream" || side === "copy" || side === "pipe"
             ? viaLibrary(id, side)
             : side === "cat"
               ? viaCat(id)
@@ -275,6 +288,7 @@ export const stdio: Group = {
             summarize("stdio", `stdout 1 GiB, ${w.label}: ${what}`, "MB/s", seen.get(side)!)
           const cat = row("cat", "cat <fifo> >/dev/null")
           rows.push(
+            against(row("pipe", "ProcessIO pipeStdout into a Node Writable (no Effect per read)"), cat),
             against(row("copy", "ProcessIO copyStdout (reads lent from reused buffers)"), cat),
             against(row("stream", "ProcessIO stdout stream (a buffer per read)"), cat),
             cat,
