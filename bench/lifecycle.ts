@@ -25,9 +25,10 @@
  *    A second pair has the client learn the exit from its Backend (a Deferred
  *    completed on the exit event) while the bare side uses its fastest way:
  *    Tasks.Wait sent before Tasks.Start.
- * 2. exec of `/bin/true` in a running `sleep`. Bare: Tasks.Exec, Tasks.Wait
- *    (before Start), Tasks.Start, await Wait, Tasks.DeleteProcess, FIFOs
- *    closed and removed. Client: `exec` (Tasks.Exec + Tasks.Start), then the
+ * 2. exec of `/bin/true` in a running `sleep`. Bare: Tasks.Exec, Tasks.Start,
+ *    the exit from its event subscription (as the client learns it),
+ *    Tasks.DeleteProcess, FIFOs closed and removed. A second pair has the bare
+ *    side use its fastest way: Tasks.Wait sent before Tasks.Start. Client: `exec` (Tasks.Exec + Tasks.Start), then the
  *    client's own exit handling (exit event → Backend → Tasks.DeleteProcess →
  *    drain, close, remove FIFOs → close of the exec's scope); the row ends when
  *    the exec's scope closes (a finalizer added by `attachStdio`). The output
@@ -181,6 +182,10 @@ const measure = async (
   const socket = address.startsWith("unix://") ? address.slice("unix://".length) : address
 
   // ---- bare grpc-js ----
+  /** Exits the bare side waits for through its event subscription, by `<container>/<process>`. */
+  const bareExits = new Map<string, () => void>()
+  const bareExitEvent = (containerId: string, processId: string) =>
+    new Promise<void>((resolve) => bareExits.set(`${containerId}/${processId}`, resolve))
   const bareClient = new Grpc.Client(`unix://${socket}`, Grpc.credentials.createInsecure(), {
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
     "grpc.max_send_message_length": 16 * 1024 * 1024,
@@ -203,7 +208,14 @@ const measure = async (
     call.on("data", (envelope: Envelope) => {
       const payload = envelope.event
       const decoder = payload === undefined ? undefined : taskEventDecoders[payload.typeUrl]
-      if (payload !== undefined && decoder !== undefined) decoder.decode(payload.value)
+      if (payload === undefined || decoder === undefined) return
+      const event = decoder.decode(payload.value)
+      if (payload.typeUrl === "containerd.events.TaskExit") {
+        const exit = event as TaskEvents.TaskExit
+        const key = `${exit.containerId}/${exit.id}`
+        bareExits.get(key)?.()
+        bareExits.delete(key)
+      }
     })
     call.on("error", () => {})
     cleanups.push(["the bare event stream", async () => call.cancel()])
@@ -404,7 +416,11 @@ const measure = async (
         yield* Deferred.await(released)
       }),
     )
-  const bareExec = async () => {
+  /**
+   * Bare exec. `event`: the client's sequence — the exit is learned from the event subscription, as the client
+   * learns it; `wait`: bare's fastest way, Tasks.Wait sent before Tasks.Start.
+   */
+  const bareExec = (exitBy: "event" | "wait") => async () => {
     const execId = `y${++seq}`
     const io = openBareIO(bareSleeperStarted.dir, execId)
     await unary(TasksService.exec, {
@@ -416,9 +432,12 @@ const measure = async (
       terminal: false,
       spec: { typeUrl: processUrl, value: Buffer.from(JSON.stringify(bareExecProcess)) },
     })
-    const waited = unary(TasksService.wait, { containerId: bareSleeper, execId })
+    const exited =
+      exitBy === "event"
+        ? bareExitEvent(bareSleeper, execId)
+        : unary(TasksService.wait, { containerId: bareSleeper, execId })
     await unary(TasksService.start, { containerId: bareSleeper, execId })
-    await waited
+    await exited
     await unary(TasksService.deleteProcess, { containerId: bareSleeper, execId })
     await closeBareIO(io)
   }
@@ -474,11 +493,21 @@ const measure = async (
   console.error("  lifecycle /bin/true (client waits for the Backend's exit event)")
   const [l2, b2] = await timePair(libTrueEvent, bareTrueWaitFirst, lifecycleN)
   rows.push(...pair("lifecycle /bin/true (2nd pair)", "Libcontainerd, exit via Backend event", l2, b2))
-  console.error("  exec /bin/true")
-  const [l3, b3] = await timePair(libExec("discard"), bareExec, execN)
+  console.error("  exec /bin/true (bare learns the exit from its event subscription)")
+  const [l3, b3] = await timePair(libExec("discard"), bareExec("event"), execN)
   rows.push(...pair("exec /bin/true", "Libcontainerd, incl. DeleteProcess on exit", l3, b3))
+  console.error("  exec /bin/true (bare sends Tasks.Wait before Tasks.Start)")
+  const [l3w, b3w] = await timePair(libExec("discard"), bareExec("wait"), execN)
+  rows.push(
+    ...pair(
+      "exec /bin/true (2nd pair: bare waits with Tasks.Wait sent before Start)",
+      "Libcontainerd, exit via its event stream",
+      l3w,
+      b3w,
+    ),
+  )
   console.error("  exec /bin/true, output through Streams")
-  const [l3s, b3s] = await timePair(libExec("streams"), bareExec, execStreamsN)
+  const [l3s, b3s] = await timePair(libExec("streams"), bareExec("event"), execStreamsN)
   rows.push(
     ...pair(
       "exec /bin/true, client output as Effect Streams (extra row)",
