@@ -248,10 +248,12 @@ describe("restore (real daemon)", () => {
             assert.isTrue(gone, "the exec was deleted in containerd")
             // the client forgets the exec once its IO is released, just after the delete: until then a signal reaches
             // containerd, which answers NotFound too (in its own words)
-            let unknown = yield* Effect.flip(client.signalProcess("box", "worker", "SIGKILL"))
-            for (let i = 0; i < 100 && unknown._tag === "NotFound" && unknown.message !== "no such exec"; i++) {
+            const signalled = Effect.flip(client.signalProcess("box", "worker", "SIGKILL"))
+            let unknown = yield* signalled
+            let tries = 1
+            while (unknown._tag === "NotFound" && unknown.message !== "no such exec" && tries++ < 100) {
               yield* Effect.sleep("20 millis")
-              unknown = yield* Effect.flip(client.signalProcess("box", "worker", "SIGKILL"))
+              unknown = yield* signalled
             }
             assert.deepInclude(unknown, { _tag: "NotFound", message: "no such exec" })
 
