@@ -173,8 +173,8 @@ export const traced = (operation: string, spanName: string, attributes: Record<s
   const metrics = tagged(operation)
   const options: Tracer.SpanOptions = { attributes, kind: "client", captureStackTrace: false }
   const makeSpan = Effect.makeSpan(spanName, options)
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
-    const spanned = Effect.uninterruptibleMask((restore) =>
+  const spanned = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(makeSpan, (span) =>
         Effect.withFiberRuntime<A, E, R>((fiber) => {
           const timing = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled)
@@ -203,10 +203,10 @@ export const traced = (operation: string, spanName: string, attributes: Record<s
         }),
       ),
     )
-    return Effect.withFiberRuntime<A, E, R>((fiber) =>
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withFiberRuntime<A, E, R>((fiber) =>
       fiber.currentTracer === builtInTracer || !fiber.getFiberRef(FiberRef.currentTracerEnabled)
         ? measuring(metrics, operation, fiber, effect)
-        : spanned,
+        : spanned(effect),
     )
-  }
 }
