@@ -447,6 +447,10 @@ const closedSignal = (socket: Net.Socket): Signal => {
   return closed
 }
 
+/** What a second reader of an output gets while a copy or a pipe reads it. */
+const anotherReader = (name: string): InvalidParameter =>
+  new InvalidParameter({ message: `${name}: another copy is reading it; one reader per output` })
+
 /**
  * `OutputEnd.copy` over a queue of owned chunks (the in-memory layer): each chunk is written as it is taken, and
  * what a copy that stopped early took but did not write goes back to the front of the queue.
@@ -476,11 +480,7 @@ export const queueCopy = (queue: ChunkQueue, name: string) => {
   }
   return <E, R>(write: Write<E, R>): Effect.Effect<void, E | ContainerdError, R> =>
     Effect.suspend(() => {
-      if (copying) {
-        return Effect.fail(
-          new InvalidParameter({ message: `${name}: another copy is reading it; one reader per output` }),
-        )
-      }
+      if (copying) return Effect.fail(anotherReader(name))
       copying = true
       return copyLoop(queue.takeAll(), next, written, leave, write)
     })
@@ -692,13 +692,7 @@ class FifoReader {
 
   pipe(target: WritableTarget): Effect.Effect<void, ContainerdError> {
     return Effect.suspend(() => {
-      if (this.copying) {
-        return Effect.fail(
-          new InvalidParameter({
-            message: `${this.path}: another copy is reading it; one reader per output`,
-          }),
-        )
-      }
+      if (this.copying) return Effect.fail(anotherReader(this.path))
       this.copying = true
       this.target = target
       return Effect.async<void, ContainerdError>((resume) => {
@@ -717,13 +711,7 @@ class FifoReader {
 
   copy<E, R>(write: Write<E, R>): Effect.Effect<void, E | ContainerdError, R> {
     return Effect.suspend(() => {
-      if (this.copying) {
-        return Effect.fail(
-          new InvalidParameter({
-            message: `${this.path}: another copy is reading it; one reader per output`,
-          }),
-        )
-      }
+      if (this.copying) return Effect.fail(anotherReader(this.path))
       this.copying = true
       if (this.mode === "queue") this.mode = "copy"
       // what was queued before the copy began goes first
