@@ -20,6 +20,7 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import { System } from "../src/errors/ContainerdError.js"
 import * as ProcessIOMemory from "../src/layers/ProcessIOMemory.js"
+import { pipeCapacity } from "../src/internal/fifo.js"
 import * as ProcessIONode from "../src/layers/ProcessIONode.js"
 import { type FifoSet, ProcessIO } from "../src/services/ProcessIO.js"
 
@@ -816,6 +817,109 @@ describe("ProcessIONode", () => {
         const late = yield* Effect.flip(dio.stdin!.write(Buffer.from("z")))
         assert.include(late.message, "exited")
       }).pipe(Effect.provide(live)),
+    )
+  })
+
+  describe("read pacing", () => {
+    /** Opens a set's stdout in `layer`, writes `pieces` of 1 KiB one event-loop turn apart; the chunks read. */
+    const smallPieces = (layer: ReturnType<typeof ProcessIONode.layer>, pieces: number) =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const io = yield* ProcessIO
+        const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+        const dio = yield* io.open(set)
+        const collected = yield* Effect.fork(Stream.runCollect(dio.stdout))
+        const writer = yield* fifoWriter(set.stdout)
+        const expected: Array<string> = []
+        for (let i = 0; i < pieces; i++) {
+          const piece = `${String(i).padStart(5, "0")}:`.padEnd(1024, String.fromCharCode(97 + (i % 26)))
+          expected.push(piece)
+          writer.write(piece)
+          // one turn of the event loop: the reader, polled in between, sees each piece on its own
+          yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+        }
+        writer.close()
+        const chunks = yield* Fiber.join(collected)
+        assert.strictEqual(Buffer.concat([...chunks]).toString(), expected.join(""), "every byte, in order")
+        return chunks.length
+      }).pipe(Effect.provide(layer))
+
+    it.scopedLive(
+      "an output's pipe is grown to pipeSize once its output streams (1 MiB by default), not before",
+      () =>
+        Effect.gen(function* () {
+          const capacities = (layer: ReturnType<typeof ProcessIONode.layer>) =>
+            Effect.gen(function* () {
+              const dir = yield* tempDir
+              const io = yield* ProcessIO
+              const set = yield* io.create({
+                bundleDir: dir,
+                processId: "init",
+                stdin: false,
+                terminal: true,
+              })
+              const dio = yield* io.open(set)
+              const fd = Fs.openSync(set.stdout, Fs.constants.O_WRONLY | Fs.constants.O_NONBLOCK)
+              yield* Effect.addFinalizer(() => Effect.sync(() => Fs.closeSync(fd)))
+              const before = pipeCapacity(fd)
+              const read = yield* Effect.fork(Stream.runDrain(dio.stdout))
+              for (let i = 0; i < 8; i++) {
+                Fs.writeSync(fd, "x".repeat(1024))
+                yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+              }
+              const after = pipeCapacity(fd)
+              yield* Fiber.interrupt(read)
+              return [before, after]
+            }).pipe(Effect.provide(layer), Effect.scoped)
+          assert.deepStrictEqual(yield* capacities(live), [65536, 1024 * 1024])
+          assert.deepStrictEqual(yield* capacities(ProcessIONode.layer({ pipeSize: 512 * 1024 })), [
+            65536,
+            512 * 1024,
+          ])
+          assert.deepStrictEqual(yield* capacities(ProcessIONode.layer({ readRest: 0 })), [65536, 65536])
+        }),
+    )
+
+    it.scopedLive(
+      "a stream of small pieces is read in a few full reads after a rest, every byte in order",
+      () =>
+        Effect.gen(function* () {
+          // a long rest, so that every piece is written while the reader rests
+          const resting = yield* smallPieces(ProcessIONode.layer({ readRest: "100 millis" }), 200)
+          const eager = yield* smallPieces(ProcessIONode.layer({ readRest: 0 }), 200)
+          // the first piece alone, the second then rest; what gathered (199 KiB) in 64 KiB reads
+          assert.isAtMost(resting, 8, `chunks with a rest: ${resting}`)
+          assert.isAtLeast(eager, 100, `chunks without a rest: ${eager}`)
+        }),
+    )
+
+    it.scopedLive("without room in the pipe (pipeSize 0) reading never rests", () =>
+      Effect.gen(function* () {
+        const chunks = yield* smallPieces(ProcessIONode.layer({ pipeSize: 0, readRest: "100 millis" }), 200)
+        assert.isAtLeast(chunks, 100, `chunks: ${chunks}`)
+      }),
+    )
+
+    it.scopedLive("a lone write is read at once, not held for a rest", () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const io = yield* ProcessIO
+        const set = yield* io.create({ bundleDir: dir, processId: "init", stdin: false, terminal: true })
+        const dio = yield* io.open(set)
+        const writer = yield* fifoWriter(set.stdout)
+        writer.write("hello")
+        // a rest would hold it for the whole second
+        const [first, ms] = yield* elapsed(
+          Stream.runHead(dio.stdout).pipe(
+            Effect.timeoutFail({ duration: "900 millis", onTimeout: () => "held back" }),
+          ),
+        )
+        assert.strictEqual(
+          Option.map(first, (c) => Buffer.from(c).toString()).pipe(Option.getOrNull),
+          "hello",
+        )
+        assert.isBelow(ms, 900)
+      }).pipe(Effect.provide(ProcessIONode.layer({ readRest: "1 second" }))),
     )
   })
 

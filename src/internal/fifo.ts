@@ -49,12 +49,14 @@ const errnoError = (op: string, path: string, errno: number): System => {
 
 interface Libc {
   readonly mkfifo: (path: string, mode: number) => number
+  /** `fcntl(fd, cmd, int arg)`. */
+  readonly fcntl: (fd: number, cmd: number, arg: number) => number
   readonly errno: () => number
 }
 
 let libc: Libc | undefined
 
-/** libc's `mkfifo` through koffi, loaded on first use (the in-memory layer never loads it). */
+/** libc's `mkfifo` and `fcntl` through koffi, loaded on first use (the in-memory layer never loads them). */
 const loadLibc = (): Libc => {
   if (libc !== undefined) return libc
   const require = createRequire(import.meta.url)
@@ -69,7 +71,14 @@ const loadLibc = (): Libc => {
     path: string,
     mode: number,
   ) => number
-  libc = { mkfifo, errno: () => koffi.errno() }
+  // variadic in C: the int argument is passed with its type
+  const fcntl = lib.func("int fcntl(int fd, int cmd, ...)") as (
+    fd: number,
+    cmd: number,
+    type: "int",
+    arg: number,
+  ) => number
+  libc = { mkfifo, fcntl: (fd, cmd, arg) => fcntl(fd, cmd, "int", arg), errno: () => koffi.errno() }
   return libc
 }
 
@@ -404,16 +413,14 @@ export interface InputEnd {
   readonly close: Effect.Effect<void>
 }
 
-const openFifoFd = (path: string, flags: number): number => {
-  const fd = Fs.openSync(path, flags)
-  try {
-    if (!Fs.fstatSync(fd).isFIFO()) throw new Error("not a FIFO")
-  } catch (cause) {
-    Fs.closeSync(fd)
-    throw cause
-  }
-  return fd
-}
+/**
+ * `net.Socket` takes an fd only when libuv sees a pipe in it, and the only pipes `open` can return are FIFOs (a
+ * unix socket cannot be opened): its refusal is the FIFO check, with no `fstat` of our own.
+ */
+const notAFifo = (cause: unknown): unknown =>
+  typeof cause === "object" && cause !== null && (cause as { code?: unknown }).code === "ERR_INVALID_FD_TYPE"
+    ? new Error("not a FIFO", { cause })
+    : cause
 
 /** `net.Socket`'s constructor takes `onread` as `connect` does; @types/node declares it for `connect` only. */
 interface SocketOptions extends Net.SocketConstructorOpts {
@@ -429,7 +436,7 @@ const openSocket = (
   Effect.suspend(() => {
     let fd: number
     try {
-      fd = openFifoFd(path, flags)
+      fd = Fs.openSync(path, flags)
     } catch (cause) {
       return Effect.fail(fsError("open", path, cause))
     }
@@ -437,7 +444,7 @@ const openSocket = (
       return Effect.succeed(new Net.Socket(options(fd)))
     } catch (cause) {
       Fs.closeSync(fd)
-      return Effect.fail(fsError("open", path, cause))
+      return Effect.fail(fsError("open", path, notAFifo(cause)))
     }
   })
 
@@ -489,6 +496,33 @@ export const queueCopy = (queue: ChunkQueue, name: string) => {
 /** Bytes one read asks for: what libuv asks for a stream by default. */
 const readSize = 64 * 1024
 
+/** Linux `fcntl` command setting a pipe's capacity; it returns the capacity granted. */
+const F_SETPIPE_SZ = 1031
+
+/** The least pipe capacity reading may rest on: while it rests, the writer has this much room. */
+export const minRestCapacity = 512 * 1024
+
+/** How an output's FIFO is read (the live layer's options). */
+export interface ReadPacing {
+  /** The pipe capacity asked for, in bytes (0: the kernel's default, 64 KiB). */
+  readonly pipeSize: number
+  /** How long reading rests after a small read that followed another closely; 0 never rests. */
+  readonly restMillis: number
+}
+
+/** Linux `fcntl` command reading a pipe's capacity. */
+const F_GETPIPE_SZ = 1032
+
+/** The capacity of the pipe behind `fd` in bytes (tests read it from their own end of a FIFO). */
+export const pipeCapacity = (fd: number): number => loadLibc().fcntl(fd, F_GETPIPE_SZ, 0)
+
+/** Grows the pipe behind `fd` to `size` bytes; the capacity granted, 0 when refused (a user's pipe limits). */
+const growPipe = (fd: number, size: number): number => {
+  if (size <= 0) return 0
+  const granted = loadLibc().fcntl(fd, F_SETPIPE_SZ, size)
+  return granted > 0 ? granted : 0
+}
+
 /** Reads a copy may have lent at once: the reader goes on into a third buffer while the writer has two. */
 const lentMax = 2
 
@@ -517,13 +551,25 @@ class FifoReader {
   private target: WritableTarget | undefined
   private pending = 0
   private pipeDone: ((exit: Exit.Exit<void, ContainerdError>) => void) | undefined
+  /** How long reading rests after small reads in a row; 0 once resting is off (asked so, or no room for it). */
+  private restMillis: number
+  /** Whether the pipe was grown for resting already. */
+  private grown = false
+  /** The socket's fd, for growing its pipe. */
+  fd = -1
+  /** When the last read landed (`performance.now()`). */
+  private lastRead = Number.NEGATIVE_INFINITY
+  /** The timer ending a rest, while reading rests. */
+  private resting: ReturnType<typeof setTimeout> | undefined
   socket!: Net.Socket
 
   constructor(
     private readonly path: string,
     capacity: number,
+    private readonly pacing: ReadPacing,
   ) {
     this.queue = new ChunkQueue(capacity, () => this.resume())
+    this.restMillis = pacing.restMillis
   }
 
   /** The buffer the next read lands in (`onread.buffer`). */
@@ -537,8 +583,49 @@ class FifoReader {
     this.spare.push(buffer)
   }
 
-  /** One read of `nread` bytes into `buffer` (`onread.callback`); false stops reading until `resume`. */
+  /**
+   * One read of `nread` bytes into `buffer` (`onread.callback`); false stops reading until `resume`.
+   *
+   * A writer streaming output fills the pipe a few KiB at a time, and reading each piece as it comes costs a
+   * wake-up and a callback per piece: most of the reader's CPU. So when a read is small (under half the buffer)
+   * and came less than two rests after the one before, reading rests for `restMillis` while the pipe fills; then
+   * it takes what gathered in full reads. The first time, the pipe is grown to `pacing.pipeSize`; when the kernel
+   * grants less than `minRestCapacity`, reading never rests (the writer would stall meanwhile). A lone read is
+   * taken at once: output that comes now and then is never held back, a stream at most one rest.
+   */
   readonly onRead = (nread: number, buffer: Uint8Array): boolean => {
+    const go = this.take(nread, buffer)
+    if (this.restMillis === 0) return go
+    const now = performance.now()
+    const streaming = now - this.lastRead < 2 * this.restMillis
+    this.lastRead = now
+    if (!go || !streaming || nread * 2 >= buffer.length) return go
+    // the pipe is grown the first time reading would rest: a process with little output never pays for it
+    if (!this.grown) {
+      this.grown = true
+      if (growPipe(this.fd, this.pacing.pipeSize) < minRestCapacity) {
+        this.restMillis = 0
+        return go
+      }
+    }
+    this.paused = true
+    this.resting = setTimeout(this.endRest, this.restMillis)
+    return false
+  }
+
+  private readonly endRest = (): void => {
+    this.resting = undefined
+    this.resume()
+  }
+
+  /** Stops a rest (the end is closing). */
+  stopRest(): void {
+    if (this.resting === undefined) return
+    clearTimeout(this.resting)
+    this.resting = undefined
+  }
+
+  private take(nread: number, buffer: Uint8Array): boolean {
     switch (this.mode) {
       case "discard":
         return true
@@ -571,9 +658,10 @@ class FifoReader {
     }
   }
 
-  /** Reads again after a pause, unless the queue is full or the socket gone. */
+  /** Reads again after a pause, unless the queue is full, reading rests, or the socket is gone. */
   resume(): void {
-    if (!this.paused || this.socket.destroyed || this.lent.length >= lentMax) return
+    if (!this.paused || this.resting !== undefined || this.socket.destroyed || this.lent.length >= lentMax)
+      return
     if (this.mode === "queue" && this.queue.full) return
     if (this.mode === "pipe" && this.pending >= pipeDepth) return
     this.paused = false
@@ -725,15 +813,22 @@ class FifoReader {
  * nothing until a writer has come, so there is no early EOF, and EOF once the last writer closes. Reading stops
  * while `capacity` bytes wait for the consumer (see `FifoReader` for where reads land).
  */
-export const openReader = (path: string, capacity: number): Effect.Effect<OutputEnd, System> =>
+export const openReader = (
+  path: string,
+  capacity: number,
+  pacing: ReadPacing = { pipeSize: 0, restMillis: 0 },
+): Effect.Effect<OutputEnd, System> =>
   Effect.suspend(() => {
-    const reader = new FifoReader(path, capacity)
-    const options = (fd: number): SocketOptions => ({
-      fd,
-      readable: true,
-      writable: false,
-      onread: { buffer: reader.nextBuffer, callback: reader.onRead },
-    })
+    const reader = new FifoReader(path, capacity, pacing)
+    const options = (fd: number): SocketOptions => {
+      reader.fd = fd
+      return {
+        fd,
+        readable: true,
+        writable: false,
+        onread: { buffer: reader.nextBuffer, callback: reader.onRead },
+      }
+    }
     return Effect.map(
       openSocket(path, Fs.constants.O_RDONLY | Fs.constants.O_NONBLOCK, options),
       (socket) => {
@@ -741,6 +836,7 @@ export const openReader = (path: string, capacity: number): Effect.Effect<Output
         socket.once("end", () => reader.end())
         socket.on("error", (cause) => reader.end(fsError("read", path, cause)))
         socket.once("close", () => {
+          reader.stopRest()
           reader.end()
           reader.closed.fire()
         })

@@ -10,6 +10,16 @@
  * their socket while `highWaterMark` bytes wait for the consumer, so a slow
  * consumer slows the process instead of filling memory.
  *
+ * Output is read in bursts. A process streaming output fills its FIFO a few
+ * KiB at a time, and reading every piece as it lands costs a wake-up and a
+ * callback each: most of the reader's CPU. So when small reads come close
+ * together, reading rests for `readRest` (1 ms by default) while the pipe
+ * fills, then takes what gathered in full reads. The first time, the FIFO's
+ * pipe is grown to `pipeSize` (1 MiB by default) so that the writer has room
+ * meanwhile; when the kernel grants less than 512 KiB (an unprivileged user's
+ * pipe limits), reading never rests. Output that comes now and then is read
+ * at once; a stream is held back at most one rest.
+ *
  * @since 0.1.0
  */
 import * as Duration from "effect/Duration"
@@ -24,6 +34,7 @@ import {
   makeFifos,
   openReader,
   openWriter,
+  type ReadPacing,
   removeFifos,
   removedOnClose,
   type SetState,
@@ -36,6 +47,10 @@ export interface Options {
   readonly drainTimeout?: Duration.DurationInput
   /** Bytes an output buffers for a consumer that does not pull before its FIFO is no longer read (default 256 KiB). */
   readonly highWaterMark?: number
+  /** Capacity asked for an output FIFO's pipe once its output streams, in bytes, rounded up by the kernel to a power of two pages (default 1 MiB; under 512 KiB reading never rests). */
+  readonly pipeSize?: number
+  /** How long reading an output rests while it streams in small pieces (default 1 ms, at most 1 s; 0 reads every piece at once). */
+  readonly readRest?: Duration.DurationInput
 }
 
 /** The default drain bound after a process exits. */
@@ -44,10 +59,26 @@ export const defaultDrainTimeout: Duration.Duration = Duration.seconds(2)
 /** The default per-output buffer bound. */
 export const defaultHighWaterMark = 256 * 1024
 
+/** The default capacity asked for an output FIFO's pipe. */
+export const defaultPipeSize = 1024 * 1024
+
+/** The longest rest `readRest` may ask for (a longer one is cut to this). */
+const maxReadRestMillis = 1000
+
+/** The default rest of a streaming output's reader. */
+export const defaultReadRest: Duration.Duration = Duration.millis(1)
+
 /** Builds the live service. */
 export const make = (options: Options = {}): ProcessIO.Service => {
   const drainTimeout = durationOption(options.drainTimeout, defaultDrainTimeout)
   const highWaterMark = Math.max(1, options.highWaterMark ?? defaultHighWaterMark)
+  const pacing: ReadPacing = {
+    pipeSize: Math.max(0, options.pipeSize ?? defaultPipeSize),
+    restMillis: Math.min(
+      maxReadRestMillis,
+      Duration.toMillis(durationOption(options.readRest, defaultReadRest)),
+    ),
+  }
   const states = new WeakMap<FifoSet, SetState>()
 
   /**
@@ -57,11 +88,11 @@ export const make = (options: Options = {}): ProcessIO.Service => {
   const openSet = (set: FifoSet, state: SetState, openOptions: OpenOptions | undefined) =>
     Effect.uninterruptible(
       Effect.gen(function* () {
-        const stdout = yield* openReader(set.stdout, highWaterMark)
+        const stdout = yield* openReader(set.stdout, highWaterMark, pacing)
         const stderr =
           set.stderr === undefined
             ? undefined
-            : yield* Effect.catchAll(openReader(set.stderr, highWaterMark), (e) =>
+            : yield* Effect.catchAll(openReader(set.stderr, highWaterMark, pacing), (e) =>
                 Effect.zipRight(closeEnd(stdout), Effect.fail(e)),
               )
         const stdin =
