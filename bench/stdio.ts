@@ -3,7 +3,9 @@
  * FIFO read ends as sockets) vs the same container's stdout FIFO read by
  * `cat <fifo> >/dev/null`, 1 GiB from busybox `dd bs=64k` and `head -c`,
  * timed from `Tasks.Start` to EOF, runs interleaved, each ratio with its 95%
- * bootstrap interval; and the cost of making
+ * bootstrap interval. `pipeStdout` runs twice: with the layer's default read
+ * pacing (reading rests 1 ms between small reads in a row) and with
+ * `readRest: 0` (every piece read as it lands). And the cost of making
  * and removing a stdin+stdout+stderr FIFO set vs spawning `mkfifo` three times.
  */
 import * as ChildProcess from "node:child_process"
@@ -65,6 +67,8 @@ export const stdio: Group = {
         Layer.mergeAll(ContainerdLive.layer({ address, namespace }), ProcessIONode.layer()),
       )
       const run = <A, E>(effect: Effect.Effect<A, E, Containerd | ProcessIO>) => runtime.runPromise(effect)
+      // the same layer reading every piece of output as it lands (no rests)
+      const eagerIO = ProcessIONode.make({ readRest: 0 })
       try {
         await Effect.runPromise(Busybox.writeRootfs(rootfs))
         await run(
@@ -93,12 +97,12 @@ export const stdio: Group = {
          * stream (a fresh buffer per read, owned by the consumer); `copy`: `copyStdout`, reads lent from reused
          * buffers to an Effect per read; `pipe`: `pipeStdout` into a Node `Writable` that counts.
          */
-        const viaLibrary = (containerId: string, how: "stream" | "copy" | "pipe") =>
+        const viaLibrary = (containerId: string, how: "stream" | "copy" | "pipe" | "eager") =>
           run(
             Effect.scoped(
               Effect.gen(function* () {
                 const c = yield* Containerd
-                const processIO = yield* ProcessIO
+                const processIO = how === "eager" ? eagerIO : yield* ProcessIO
                 const set = yield* processIO.create({
                   bundleDir,
                   processId: `lib-${seq++}`,
@@ -254,10 +258,10 @@ export const stdio: Group = {
         }
 
         const rows: Result[] = []
-        type Side = "stream" | "copy" | "pipe" | "cat" | "socket" | "reused"
-        const sides: ReadonlyArray<Side> = ["stream", "copy", "pipe", "cat", "socket", "reused"]
+        type Side = "stream" | "copy" | "pipe" | "eager" | "cat" | "socket" | "reused"
+        const sides: ReadonlyArray<Side> = ["stream", "copy", "pipe", "eager", "cat", "socket", "reused"]
         const once = (side: Side, id: string): Promise<number> =>
-          side === "stream" || side === "copy" || side === "pipe"
+          side === "stream" || side === "copy" || side === "pipe" || side === "eager"
             ? viaLibrary(id, side)
             : side === "cat"
               ? viaCat(id)
@@ -289,6 +293,7 @@ export const stdio: Group = {
           const cat = row("cat", "cat <fifo> >/dev/null")
           rows.push(
             against(row("pipe", "ProcessIO pipeStdout into a Node Writable (no Effect per read)"), cat),
+            against(row("eager", "ProcessIO pipeStdout, readRest 0 (every piece read as it lands)"), cat),
             against(row("copy", "ProcessIO copyStdout (reads lent from reused buffers)"), cat),
             against(row("stream", "ProcessIO stdout stream (a buffer per read)"), cat),
             cat,
