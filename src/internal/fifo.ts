@@ -496,11 +496,12 @@ export const queueCopy = (queue: ChunkQueue, name: string) => {
 /** Bytes one read asks for: what libuv asks for a stream by default. */
 const readSize = 64 * 1024
 
-/** Linux `fcntl` command setting a pipe's capacity; it returns the capacity granted. */
+/** Linux `fcntl` commands setting (it returns the capacity granted) and reading a pipe's capacity. */
 const F_SETPIPE_SZ = 1031
+const F_GETPIPE_SZ = 1032
 
 /** The least pipe capacity reading may rest on: while it rests, the writer has this much room. */
-export const minRestCapacity = 512 * 1024
+const minRestCapacity = 512 * 1024
 
 /** How an output's FIFO is read (the live layer's options). */
 export interface ReadPacing {
@@ -509,9 +510,6 @@ export interface ReadPacing {
   /** How long reading rests after a small read that followed another closely; 0 never rests. */
   readonly restMillis: number
 }
-
-/** Linux `fcntl` command reading a pipe's capacity. */
-const F_GETPIPE_SZ = 1032
 
 /** The capacity of the pipe behind `fd` in bytes (tests read it from their own end of a FIFO). */
 export const pipeCapacity = (fd: number): number => loadLibc().fcntl(fd, F_GETPIPE_SZ, 0)
