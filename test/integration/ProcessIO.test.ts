@@ -194,10 +194,20 @@ const uptimeOffset = (): number => {
 interface Latencies {
   /** `fs.promises.readFile` of a small file, submit → resolve. */
   readonly readFile: ReadonlyArray<number>
+  /**
+   * Per request (same order as `readFile`): how long of its latency the event-loop thread was runnable but
+   * off the CPU, waiting for the kernel to schedule it (`/proc/thread-self/schedstat`, second field) — the
+   * share of a busy machine, not of anything this process blocks on.
+   */
+  readonly runQueue: ReadonlyArray<number>
+  /** Per request: how long of its latency the event-loop thread ran on a CPU (schedstat, first field). */
+  readonly onCpu: ReadonlyArray<number>
   /** How long a threadpool job waited before a thread ran it (± 10 ms), whatever the event loop did. */
   readonly queue: ReadonlyArray<number>
   /** p99 of the event loop's delay, ms. */
   readonly loopDelayP99: number
+  /** the event loop's longest delay, ms. */
+  readonly loopDelayMax: number
 }
 
 /**
@@ -209,16 +219,31 @@ const latencies = async (file: string, stop: Promise<void>, periodMs = 10): Prom
   const offset = uptimeOffset()
   // opened synchronously: a parked threadpool must not delay the probe's own open
   const uptime = Fs.openSync("/proc/uptime", "r")
+  // opened on the event-loop thread: the file of that thread
+  const schedstat = Fs.openSync("/proc/thread-self/schedstat", "r")
+  const schedBuffer = Buffer.alloc(128)
+  // [on-CPU ms, run-queue ms] of the event-loop thread so far
+  const schedMs = (): [number, number] => {
+    const n = Fs.readSync(schedstat, schedBuffer, 0, schedBuffer.length, 0)
+    const [cpu, wait] = schedBuffer.toString("latin1", 0, n).split(" ")
+    return [Number(cpu) / 1e6, Number(wait) / 1e6]
+  }
   const histogram = monitorEventLoopDelay({ resolution: 10 })
   histogram.enable()
   const readFile: Array<number> = []
+  const runQueue: Array<number> = []
+  const onCpu: Array<number> = []
   const queue: Array<number> = []
   const pending: Array<Promise<void>> = []
   const tick = () => {
     const submitted = performance.now()
+    const [cpuBefore, waitBefore] = schedMs()
     pending.push(
       Fs.promises.readFile(file).then(() => {
         readFile.push(performance.now() - submitted)
+        const [cpu, wait] = schedMs()
+        onCpu.push(cpu - cpuBefore)
+        runQueue.push(wait - waitBefore)
       }),
     )
     const buffer = Buffer.alloc(64)
@@ -243,8 +268,16 @@ const latencies = async (file: string, stop: Promise<void>, periodMs = 10): Prom
     clearInterval(timer)
     histogram.disable()
     Fs.closeSync(uptime)
+    Fs.closeSync(schedstat)
   }
-  return { readFile, queue, loopDelayP99: histogram.percentile(99) / 1e6 }
+  return {
+    readFile,
+    runQueue,
+    onCpu,
+    queue,
+    loopDelayP99: histogram.percentile(99) / 1e6,
+    loopDelayMax: histogram.max / 1e6,
+  }
 }
 
 const sleepMs = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
@@ -452,10 +485,18 @@ describe("ProcessIO (real daemon)", () => {
             // readFile makes ~5 event-loop round trips: a starved event loop delays it by that much more
             const readBound = (loopDelayP99: number) =>
               Math.max(50, 20 * p99(baseline.readFile)) + 5 * loopDelayP99
+            // 64 starts on a small machine keep every CPU busy (runc, shims, the daemon, other test files):
+            // the event-loop thread then waits for a CPU, seconds at times, whatever this process does. That
+            // wait is the machine's, measured per request and taken off; what is left is this process's own:
+            // its event loop running or blocked, and the threadpool's turnaround.
+            const lessRunQueue = (seen: Latencies) =>
+              seen.readFile.map((ms, i) => ms - (seen.runQueue[i] ?? 0))
             const summary = (name: string, seen: Latencies) =>
               `${name}: readFile p99 ${p99(seen.readFile).toFixed(1)} ms (bound ${readBound(seen.loopDelayP99).toFixed(0)}), ` +
               `threadpool wait p99 ${p99(seen.queue).toFixed(1)} ms (bound ${queueBound.toFixed(0)}), ` +
-              `event-loop delay p99 ${seen.loopDelayP99.toFixed(1)} ms, ${seen.readFile.length} requests`
+              `event-loop delay p99 ${seen.loopDelayP99.toFixed(1)} ms max ${seen.loopDelayMax.toFixed(1)} ms, ` +
+              `run-queue wait p99 ${p99(seen.runQueue).toFixed(1)} ms, on-CPU p99 ${p99(seen.onCpu).toFixed(1)} ms, ` +
+              `readFile less run-queue wait p99 ${p99(lessRunQueue(seen)).toFixed(1)} ms, ${seen.readFile.length} requests`
 
             // control: the measure does see a parked threadpool (blocking FIFO opens, as a naive client makes them)
             const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4)
@@ -477,7 +518,7 @@ describe("ProcessIO (real daemon)", () => {
             assert.isAbove(p99(control.queue), queueBound, summary("parked control", control))
             // (against the idle event loop's allowance: the park is timed from it)
             assert.isAbove(
-              p99(control.readFile),
+              p99(lessRunQueue(control)),
               readBound(baseline.loopDelayP99),
               summary("parked control", control),
             )
@@ -510,7 +551,7 @@ describe("ProcessIO (real daemon)", () => {
             assert.isAtLeast(stressed.readFile.length, 5, "the requests ran during the starts")
             assert.isBelow(p99(stressed.queue), queueBound, `threadpool wait during the starts\n${report}`)
             assert.isBelow(
-              p99(stressed.readFile),
+              p99(lessRunQueue(stressed)),
               readBound(stressed.loopDelayP99),
               `readFile latency during the starts\n${report}`,
             )
